@@ -1,0 +1,90 @@
+//! The server's configuration: every limit is a flag with a `LAB_*` environment
+//! variable and a default that suits a laptop demo and a 10,000-connection run alike.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::room::RoomLimits;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "The transport lab server: one chat room, four transports"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LAB_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Largest message text, in bytes of UTF-8.
+    #[arg(long, env = "LAB_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_bytes: u32,
+
+    /// Messages kept per room for resume and refill.
+    #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000)]
+    pub history: usize,
+
+    /// Messages a live subscriber may fall behind before it is refilled from history.
+    #[arg(long, env = "LAB_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+
+    /// A long-poll client's queue is dropped after this long without a poll.
+    #[arg(long, env = "LAB_CLIENT_IDLE_MS", default_value_t = 60_000)]
+    pub client_idle_ms: u64,
+
+    /// Open SSE streams, WebSockets and held long polls, all transports together.
+    #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000)]
+    pub max_connections: usize,
+
+    /// Rooms the server will create.
+    #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
+    /// Long-poll client queues per room.
+    #[arg(long, env = "LAB_MAX_CLIENTS_PER_ROOM", default_value_t = 20_000)]
+    pub max_clients_per_room: usize,
+
+    /// How often an idle SSE stream gets a `: keep-alive` comment.
+    #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub sse_keepalive_ms: u64,
+
+    /// How often a WebSocket is pinged; one that has not answered by the next ping is closed.
+    #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000)]
+    pub ws_ping_ms: u64,
+
+    /// Worker threads of the async runtime; 1 runs everything on one thread, which
+    /// leaves the other core to a load generator on the same machine.
+    #[arg(long, env = "LAB_THREADS", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Where the load generator writes its runs; the page shows the newest.
+    #[arg(long, env = "LAB_RESULTS_DIR", default_value = "results/runs")]
+    pub results_dir: PathBuf,
+}
+
+impl Default for Config {
+    /// The defaults above, ignoring the command line (environment variables still apply).
+    fn default() -> Self {
+        Config::parse_from(["lab"])
+    }
+}
+
+impl Config {
+    pub fn room_limits(&self) -> RoomLimits {
+        RoomLimits {
+            history: self.history,
+            queue_capacity: self.queue_capacity as usize,
+            client_idle: Duration::from_millis(self.client_idle_ms),
+            max_rooms: self.max_rooms,
+            max_clients_per_room: self.max_clients_per_room,
+        }
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes as usize
+    }
+}

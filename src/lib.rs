@@ -1,0 +1,28 @@
+//! The transport lab: one chat room, served four ways, so that short polling, long
+//! polling, Server-Sent Events and WebSocket can be compared on equal terms.
+//!
+//! # Layout
+//! - [`room`]: the room model (ids, history, fan-out, per-client queues). No HTTP.
+//! - [`transport`]: one module per way of receiving, each adapting the room to its
+//!   wire format, and the list that registers them.
+//! - [`routes`]: the routes every transport shares: sending, health, metrics, the page.
+//! - [`error`]: the JSON error answers.
+//! - [`metrics`]: Prometheus counters, labelled by transport.
+//! - [`limits`]: the connection limit.
+//! - [`config`]: command-line flags and `LAB_*` environment variables.
+//! - [`server`]: [`run`], the one entry point that `main` and the tests drive.
+//! - [`web`]: the browser page, embedded in the binary.
+
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod room;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod transport;
+pub mod web;
+
+pub use config::Config;
+pub use server::{router, run};

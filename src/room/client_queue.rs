@@ -1,0 +1,134 @@
+//! Per-client queues for long polling.
+//!
+//! A long-poll client is between two requests most of the time; its queue is what
+//! keeps the messages published in between. Each queue is a [`Subscription`] kept in a
+//! map by client name, dropped after `--client-idle-ms` without a poll.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, Room, RoomError, Subscription};
+
+pub struct ClientQueue {
+    // A tokio Mutex: a poll holds it for as long as the request is held.
+    subscription: tokio::sync::Mutex<Subscription>,
+    last_used: Mutex<Instant>,
+    /// Bumped by every poll, so that a newer poll from the same client releases an
+    /// older one still held (a browser that gave up on a request and sent another).
+    generation: AtomicU64,
+    superseded: Notify,
+}
+
+impl ClientQueue {
+    fn new(subscription: Subscription) -> Self {
+        ClientQueue {
+            subscription: tokio::sync::Mutex::new(subscription),
+            last_used: Mutex::new(Instant::now()),
+            generation: AtomicU64::new(0),
+            superseded: Notify::new(),
+        }
+    }
+
+    /// One long poll: moves the cursor to `after` when given, then waits until the queue
+    /// has something or `deadline` passes, and returns what is queued (at most `limit`).
+    /// Also returns the cursor after the answer: the `last_id` of an empty answer.
+    /// Answers empty at once when `stop` is cancelled.
+    pub async fn poll(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> (Batch, u64) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.superseded.notify_waiters();
+        let mut subscription = self.subscription.lock().await;
+        self.touch();
+        if let Some(after) = after {
+            subscription.seek(after);
+        }
+        let batch = tokio::select! {
+            batch = subscription.next(limit) => batch,
+            _ = tokio::time::sleep_until(deadline) => Batch::default(),
+            _ = self.superseded_since(generation) => Batch::default(),
+            _ = stop.cancelled() => Batch::default(),
+        };
+        self.touch();
+        let cursor = subscription.cursor();
+        (batch, cursor)
+    }
+
+    async fn superseded_since(&self, generation: u64) {
+        loop {
+            let mut notified = pin!(self.superseded.notified());
+            notified.as_mut().enable();
+            if self.generation.load(Ordering::SeqCst) != generation {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap() = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap().elapsed()
+    }
+}
+
+/// The long-poll queues of one room.
+pub struct ClientQueues {
+    queues: Mutex<HashMap<String, Arc<ClientQueue>>>,
+    max: usize,
+    idle: Duration,
+}
+
+impl ClientQueues {
+    pub(super) fn new(max: usize, idle: Duration) -> Self {
+        ClientQueues {
+            queues: Mutex::new(HashMap::new()),
+            max,
+            idle,
+        }
+    }
+
+    pub(super) fn get_or_create(
+        &self,
+        room: &Arc<Room>,
+        client: &str,
+    ) -> Result<Arc<ClientQueue>, RoomError> {
+        let mut queues = self.queues.lock().unwrap();
+        if let Some(queue) = queues.get(client) {
+            queue.touch();
+            return Ok(queue.clone());
+        }
+        if queues.len() >= self.max {
+            return Err(RoomError::TooManyClients(self.max));
+        }
+        let queue = Arc::new(ClientQueue::new(room.subscribe(None)));
+        queues.insert(client.to_owned(), queue.clone());
+        Ok(queue)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.queues.lock().unwrap().len()
+    }
+
+    /// Drops queues that no poll holds and that have been idle too long.
+    pub(super) fn expire_idle(&self) -> usize {
+        let mut queues = self.queues.lock().unwrap();
+        let before = queues.len();
+        // A strong count above one means a poll is holding the queue right now.
+        queues.retain(|_, q| Arc::strong_count(q) > 1 || q.idle_for() < self.idle);
+        before - queues.len()
+    }
+}

@@ -1,0 +1,193 @@
+//! The chat room model, with no HTTP in it.
+//!
+//! A [`Room`] gives each accepted message the next id, keeps the last `--history`
+//! messages, and fans every message out to its live [`Subscription`]s. [`Rooms`] is the
+//! registry that creates rooms on first use, within `--max-rooms`. Long-poll clients
+//! keep a [`ClientQueue`] per (room, client) between their polls.
+//!
+//! Transports talk to the room only through `publish`, `history_after`, `subscribe`
+//! and `client`: that is the seam that lets a new transport be one new file.
+
+mod client_queue;
+mod history;
+mod message;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use client_queue::{ClientQueue, ClientQueues};
+pub use history::{History, Slice};
+pub use message::{Draft, Gap, Published, now_micros, sse_event};
+pub use subscription::{Batch, Subscription};
+
+/// The limits the room model enforces.
+#[derive(Debug, Clone)]
+pub struct RoomLimits {
+    pub history: usize,
+    pub queue_capacity: usize,
+    pub client_idle: Duration,
+    pub max_rooms: usize,
+    pub max_clients_per_room: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            history: 10_000,
+            queue_capacity: 1024,
+            client_idle: Duration::from_secs(60),
+            max_rooms: 1000,
+            max_clients_per_room: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoomError {
+    #[error("too many rooms: the limit is {0}")]
+    TooManyRooms(usize),
+    #[error("too many long-poll clients in this room: the limit is {0}")]
+    TooManyClients(usize),
+}
+
+/// One chat room.
+pub struct Room {
+    name: Arc<str>,
+    // A std Mutex: it is held for a push or a slice copy, never across an await, and
+    // publishing under it is what keeps history order and broadcast order the same.
+    history: Mutex<History>,
+    tx: broadcast::Sender<Arc<Published>>,
+    clients: ClientQueues,
+}
+
+impl Room {
+    fn new(name: &str, limits: &RoomLimits) -> Self {
+        let (tx, _) = broadcast::channel(limits.queue_capacity.max(1));
+        Room {
+            name: name.into(),
+            history: Mutex::new(History::new(limits.history)),
+            tx,
+            clients: ClientQueues::new(limits.max_clients_per_room, limits.client_idle),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Accepts a message: gives it the next id, records it in history, and queues it
+    /// for every subscriber. Returns as soon as the message has its id.
+    pub fn publish(&self, draft: &Draft) -> Arc<Published> {
+        let mut history = self.history.lock().unwrap();
+        let id = history.newest() + 1;
+        let message = Arc::new(Published::new(id, &self.name, draft, now_micros()));
+        history.push(message.clone());
+        // No receivers is not an error: the message is in history.
+        let _ = self.tx.send(message.clone());
+        message
+    }
+
+    /// The room's newest id (0 before the first message).
+    pub fn newest(&self) -> u64 {
+        self.history.lock().unwrap().newest()
+    }
+
+    /// Up to `limit` held messages after `after`, with a gap if some are gone.
+    pub fn history_after(&self, after: u64, limit: usize) -> Slice {
+        self.history.lock().unwrap().after(after, limit)
+    }
+
+    /// A live reader starting after `after`, or with new messages only when `None`.
+    pub fn subscribe(self: &Arc<Self>, after: Option<u64>) -> Subscription {
+        let history = self.history.lock().unwrap();
+        let rx = self.tx.subscribe();
+        Subscription::new(self.clone(), rx, history.newest(), after)
+    }
+
+    /// The long-poll queue of `client`, made at its first poll.
+    pub fn client(self: &Arc<Self>, client: &str) -> Result<Arc<ClientQueue>, RoomError> {
+        self.clients.get_or_create(self, client)
+    }
+
+    /// How many long-poll clients have a queue here.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// How many live subscriptions (streams, sockets, long-poll queues) read this room.
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Every room of one server, created on first use.
+pub struct Rooms {
+    rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
+    limits: RoomLimits,
+}
+
+impl Rooms {
+    pub fn new(limits: RoomLimits) -> Self {
+        Rooms {
+            rooms: RwLock::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &RoomLimits {
+        &self.limits
+    }
+
+    /// The room called `name`, created if it is new and `--max-rooms` allows.
+    pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RoomError> {
+        if let Some(room) = self.rooms.read().unwrap().get(name) {
+            return Ok(room.clone());
+        }
+        let mut rooms = self.rooms.write().unwrap();
+        if let Some(room) = rooms.get(name) {
+            return Ok(room.clone());
+        }
+        if rooms.len() >= self.limits.max_rooms {
+            return Err(RoomError::TooManyRooms(self.limits.max_rooms));
+        }
+        let room = Arc::new(Room::new(name, &self.limits));
+        rooms.insert(room.name.clone(), room.clone());
+        Ok(room)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rooms.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops long-poll queues idle for longer than `--client-idle-ms`.
+    pub fn expire_idle_clients(&self) -> usize {
+        let rooms: Vec<Arc<Room>> = self.rooms.read().unwrap().values().cloned().collect();
+        rooms.iter().map(|room| room.clients.expire_idle()).sum()
+    }
+
+    /// Runs `expire_idle_clients` until `shutdown` is cancelled.
+    pub async fn expire_idle_clients_until(&self, shutdown: CancellationToken) {
+        let every =
+            (self.limits.client_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => { self.expire_idle_clients(); }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The routes every transport shares: sending a message, health, metrics, the page,
+//! the latest load-generator results, and JSON answers for unknown paths and methods.
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::room::Draft;
+use crate::state::AppState;
+use crate::transport::common;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/rooms/{room}/messages", post(send))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/results/latest", get(latest_results))
+        .merge(crate::web::routes())
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    user: String,
+    text: String,
+    #[serde(default)]
+    client_ts: Option<i64>,
+}
+
+/// `POST /rooms/{room}/messages` -> `201 {"id":N}`.
+async fn send(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let room = common::room(&state, &room)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    // JSON escapes can make a body up to six times its text; past that it is too large
+    // whatever it says.
+    let limit = state.config.max_message_bytes() * 6 + 1024;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("request body is over {limit} bytes")))?;
+    let body: SendBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    let draft = Draft {
+        user: body.user,
+        text: body.text,
+        client_ts: body.client_ts,
+    };
+    let message = common::publish(&state, &room, &draft)?;
+    Ok(common::json_response(
+        StatusCode::CREATED,
+        format!("{{\"id\":{}}}", message.id).into(),
+    ))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The newest `*.json` the load generator wrote under `--results-dir`.
+async fn latest_results(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let dir = state.config.results_dir.clone();
+    let newest = tokio::task::spawn_blocking(move || newest_json(&dir))
+        .await
+        .ok()
+        .flatten();
+    match newest {
+        Some(body) => Ok(common::json_response(StatusCode::OK, body.into())),
+        None => Err(ApiError::NotFound(
+            "no load-generator results yet: run `cargo run --release --bin loadgen -- --mode all`"
+                .into(),
+        )),
+    }
+}
+
+fn newest_json(dir: &std::path::Path) -> Option<Vec<u8>> {
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()?;
+    std::fs::read(newest.1).ok()
+}
+
+/// Unknown paths.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such path".into())
+}
+
+/// Known paths asked with a method they do not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this path".into())
+}

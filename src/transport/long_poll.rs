@@ -1,0 +1,67 @@
+//! Long polling: `GET /rooms/{room}/long-poll?client=C&after=N&timeout_ms=T`, held
+//! until the client's queue has a message, the timeout passes, or the server stops.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::common;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const NAME: &str = "long_poll";
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 25_000;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/rooms/{room}/long-poll", get(long_poll))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    client: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+async fn long_poll(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let metrics = state.metrics.transport(NAME);
+    metrics.requests.inc();
+    let params = common::query(params)?;
+    let client = params
+        .client
+        .ok_or_else(|| ApiError::bad_request("client is required"))?;
+    common::check_name("client", &client)?;
+    let limit = common::poll_limit(params.limit)?;
+    let timeout_ms = params.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if timeout_ms > MAX_TIMEOUT_MS {
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be at most {MAX_TIMEOUT_MS}"
+        )));
+    }
+    let room = common::room(&state, &room)?;
+    let queue = room.client(&client)?;
+    let _slot = state.connections.acquire(&metrics.open_connections)?;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+
+    // A held poll is answered, empty, when the server stops.
+    let (batch, cursor) = queue
+        .poll(params.after, limit, deadline, &state.shutdown)
+        .await;
+    let body = common::poll_body(&batch.messages, cursor, batch.gap);
+    metrics.delivered(batch.messages.len(), body.len());
+    Ok(common::json_response(StatusCode::OK, body))
+}

@@ -1,0 +1,43 @@
+//! Short polling: `GET /rooms/{room}/messages?after=N&limit=L`, answered at once from
+//! the room's history.
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::common;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const NAME: &str = "poll";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/rooms/{room}/messages", get(poll))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn poll(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let metrics = state.metrics.transport(NAME);
+    metrics.requests.inc();
+    let params = common::query(params)?;
+    let limit = common::poll_limit(params.limit)?;
+    let room = common::room(&state, &room)?;
+    let slice = room.history_after(params.after.unwrap_or(0), limit);
+    let last_id = slice.messages.last().map_or(slice.newest, |m| m.id);
+    let body = common::poll_body(&slice.messages, last_id, slice.gap);
+    metrics.delivered(slice.messages.len(), body.len());
+    Ok(common::json_response(StatusCode::OK, body))
+}

@@ -1,0 +1,217 @@
+//! WebSocket: `GET /rooms/{room}/ws?user=U&after=N`.
+//!
+//! One task per socket owns both directions: it writes whatever the subscription has
+//! ready as one batch with one flush, reads frames the client sends, pings an idle
+//! peer and closes one that stops answering.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde::Deserialize;
+use tokio::time::{Instant, interval_at, timeout};
+use tokio_tungstenite::tungstenite;
+
+use super::common;
+use crate::error::ApiError;
+use crate::limits::ConnectionGuard;
+use crate::metrics::TransportMetrics;
+use crate::room::{Batch, Draft, Room, Subscription};
+use crate::state::AppState;
+
+pub const NAME: &str = "ws";
+
+/// Most messages written between two flushes.
+const BATCH: usize = 256;
+/// Per-socket read buffer. tungstenite's default (128 KiB) is zero-filled, so every
+/// idle socket would hold 128 KiB resident.
+const READ_BUFFER: usize = 4096;
+/// Writes are buffered up to this much before they go to the socket without a flush.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/rooms/{room}/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct Params {
+    user: Option<String>,
+    after: Option<u64>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    params: Result<Query<Params>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let metrics = state.metrics.transport(NAME);
+    metrics.requests.inc();
+    let params = common::query(params)?;
+    let upgrade = upgrade.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(user) = &params.user {
+        common::check_name("user", user)?;
+    }
+    let room = common::room(&state, &room)?;
+    let slot = state.connections.acquire(&metrics.open_connections)?;
+    let subscription = room.subscribe(params.after);
+    let max_frame = 16 * state.config.max_message_bytes();
+    let session = Session {
+        subscription,
+        user: params.user,
+        metrics: metrics.clone(),
+        state: state.clone(),
+        _slot: slot,
+    };
+    let tracker = state.sessions.token();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| async move {
+            session.run(socket).await;
+            drop(tracker);
+        }))
+}
+
+/// Where a client's frame was wrong, told back to it in an `{"error":...}` frame.
+#[derive(Deserialize)]
+struct Incoming {
+    text: String,
+    client_ts: Option<i64>,
+}
+
+struct Session {
+    subscription: Subscription,
+    user: Option<String>,
+    metrics: TransportMetrics,
+    state: AppState,
+    _slot: ConnectionGuard,
+}
+
+impl Session {
+    async fn run(mut self, mut socket: WebSocket) {
+        let every = Duration::from_millis(self.state.config.ws_ping_ms);
+        // A write that cannot finish in two ping periods means the peer is gone.
+        let write_limit = every * 2;
+        let mut ping = interval_at(Instant::now() + every, every);
+        let mut heard_since_ping = true;
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    close(&mut socket, close_code::AWAY, "server shutting down").await;
+                    return;
+                }
+                incoming = socket.recv() => {
+                    heard_since_ping = true;
+                    match incoming {
+                        None => return,
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(error) = self.publish(&text) {
+                                let reply = serde_json::json!({ "error": error.to_string() }).to_string();
+                                if socket.send(Message::Text(reply.into())).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            close(&mut socket, close_code::UNSUPPORTED, "binary frames are not accepted").await;
+                            return;
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            // tungstenite has queued the closing reply; send it.
+                            let _ = socket.flush().await;
+                            return;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Err(error)) => {
+                            if let Some((code, reason)) = close_for(error) {
+                                close(&mut socket, code, reason).await;
+                            }
+                            return;
+                        }
+                    }
+                }
+                batch = self.subscription.next(BATCH) => {
+                    match timeout(write_limit, write_batch(&mut socket, batch, &self.metrics)).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+                _ = ping.tick() => {
+                    if !heard_since_ping {
+                        return;
+                    }
+                    heard_since_ping = false;
+                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, frame: &str) -> Result<(), ApiError> {
+        let user = self
+            .user
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request("open the socket with ?user= to send"))?;
+        let incoming: Incoming = serde_json::from_str(frame)
+            .map_err(|e| ApiError::bad_request(format!("bad message frame: {e}")))?;
+        let draft = Draft {
+            user: user.clone(),
+            text: incoming.text,
+            client_ts: incoming.client_ts,
+        };
+        let room: &Room = self.subscription.room();
+        common::publish(&self.state, room, &draft).map(|_| ())
+    }
+}
+
+/// Writes a gap notice and the batch's messages, then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    batch: Batch,
+    metrics: &TransportMetrics,
+) -> Result<(), axum::Error> {
+    if let Some(gap) = batch.gap {
+        socket.feed(Message::Text(gap.json().into())).await?;
+    }
+    let mut bytes = 0;
+    for message in &batch.messages {
+        bytes += message.json.len();
+        let text = Utf8Bytes::try_from(message.json.clone()).expect("message JSON is UTF-8");
+        socket.feed(Message::Text(text)).await?;
+    }
+    socket.flush().await?;
+    metrics.delivered(batch.messages.len(), bytes);
+    Ok(())
+}
+
+/// The close code for a read error the protocol names, if any.
+fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((close_code::SIZE, "frame too large")),
+        tungstenite::Error::Utf8(_) => Some((close_code::INVALID, "text frame is not valid UTF-8")),
+        _ => None,
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
