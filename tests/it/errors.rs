@@ -1,0 +1,158 @@
+//! Every error status of the protocol, with its JSON body; the server serves after.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn expect_error(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let body: Value = response.json().await.unwrap();
+    body["error"].as_str().expect("an error message").to_owned()
+}
+
+#[tokio::test]
+async fn bad_posts_get_400_413_415_and_change_nothing() {
+    let mut config = config();
+    config.max_message_bytes = 10;
+    let server = TestServer::with(config).await;
+    let url = server.url("/rooms/r/messages");
+    let post_raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = server.http.post(&url).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        request.send()
+    };
+    let json = Some("application/json");
+    for (body, status) in [
+        ("{not json", 400),
+        (r#"{"text":"no user"}"#, 400),
+        (r#"{"user":"u"}"#, 400),
+        (r#"{"user":"","text":"x"}"#, 400),
+        (r#"{"user":"a\nb","text":"x"}"#, 400),
+        (r#"{"user":"u","text":""}"#, 400),
+        (r#"{"user":"u","text":"x","client_ts":"soon"}"#, 400),
+        (r#"{"user":"u","text":"x","client_ts":1.5}"#, 400),
+        (r#"{"user":"u","text":"eleven byte"}"#, 413),
+    ] {
+        let error = expect_error(post_raw(body, json).await.unwrap(), status).await;
+        assert!(!error.is_empty(), "{body}");
+    }
+    expect_error(
+        post_raw(r#"{"user":"u","text":"x"}"#, None).await.unwrap(),
+        415,
+    )
+    .await;
+    expect_error(
+        post_raw(r#"{"user":"u","text":"x"}"#, Some("text/plain"))
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    let huge: &'static str = Box::leak("y".repeat(1 << 20).into_boxed_str());
+    expect_error(post_raw(huge, json).await.unwrap(), 413).await;
+
+    // Parameters on the content type are allowed; null client_ts is fine.
+    let response = post_raw(
+        r#"{"user":"u","text":"ok","client_ts":null}"#,
+        Some("application/json; charset=utf-8"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"id": 1}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_paths_and_parameters() {
+    let server = TestServer::start().await;
+    let cases = [
+        ("/nowhere", 404),
+        ("/rooms/r", 404),
+        ("/rooms/bad%20room/messages", 400),
+        (&*format!("/rooms/{}/messages", "a".repeat(65)), 400),
+        ("/rooms/r/messages?after=-1", 400),
+        ("/rooms/r/messages?after=abc", 400),
+        ("/rooms/r/messages?limit=0", 400),
+        ("/rooms/r/events?after=x", 400),
+        ("/rooms/r/ws", 400),
+        ("/rooms/r/ws?user=", 400),
+    ];
+    for (path, status) in cases {
+        let response = server.http.get(server.url(path)).send().await.unwrap();
+        expect_error(response, status).await;
+    }
+    let response = server
+        .http
+        .delete(server.url("/rooms/r/messages"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 405).await;
+    // Still serving.
+    assert_eq!(server.post("r", "u", "after errors").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
+    let mut config = config();
+    config.max_rooms = 1;
+    config.max_clients_per_room = 1;
+    config.max_connections = 1;
+    let server = TestServer::with(config).await;
+    assert_eq!(server.post("one", "u", "x").await, 1);
+    let response = server
+        .http
+        .post(server.url("/rooms/two/messages"))
+        .json(&json!({"user": "u", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(expect_error(response, 503).await.contains("rooms"));
+
+    server
+        .poll("/rooms/one/long-poll?client=a&timeout_ms=0")
+        .await;
+    let response = server
+        .http
+        .get(server.url("/rooms/one/long-poll?client=b&timeout_ms=0"))
+        .send()
+        .await
+        .unwrap();
+    assert!(expect_error(response, 429).await.contains("clients"));
+
+    let mut events = server.sse("/rooms/one/events").await;
+    let response = server
+        .http
+        .get(server.url("/rooms/one/events"))
+        .send()
+        .await
+        .unwrap();
+    assert!(expect_error(response, 503).await.contains("connections"));
+    let response = server
+        .http
+        .get(server.url("/rooms/one/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 503).await;
+
+    // The stream that holds the slot still gets messages.
+    assert_eq!(server.post("one", "u", "y").await, 2);
+    assert_eq!(sse_next(&mut events).await["id"], 2);
+    server.stop().await;
+}

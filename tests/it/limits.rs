@@ -1,0 +1,75 @@
+//! Limits not covered elsewhere: long-poll client idle expiry, and every limit as a flag.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lab::Config;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn an_idle_long_poll_queue_is_dropped() {
+    let mut config = config();
+    config.client_idle_ms = 100;
+    let server = TestServer::with(config).await;
+    server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    server.post("r", "u", "while away").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The queue that held message 1 is gone: a poll without `after` starts afresh.
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert!(ids.is_empty());
+    assert_eq!(body["last_id"], 1);
+
+    // A client polling within the idle time keeps its queue.
+    server.post("r", "u", "soon").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![2]);
+    server.stop().await;
+}
+
+#[test]
+fn every_limit_is_a_flag() {
+    let config = Config::try_parse_from([
+        "lab",
+        "--addr",
+        "127.0.0.1:9999",
+        "--max-message-bytes",
+        "10",
+        "--history",
+        "11",
+        "--queue-capacity",
+        "12",
+        "--client-idle-ms",
+        "13",
+        "--max-connections",
+        "14",
+        "--max-rooms",
+        "15",
+        "--max-clients-per-room",
+        "16",
+        "--sse-keepalive-ms",
+        "17",
+        "--ws-ping-ms",
+        "18",
+    ])
+    .unwrap();
+    assert_eq!(config.addr.port(), 9999);
+    assert_eq!(config.max_message_bytes, 10);
+    assert_eq!(config.history, 11);
+    assert_eq!(config.queue_capacity, 12);
+    assert_eq!(config.client_idle_ms, 13);
+    assert_eq!(config.max_connections, 14);
+    assert_eq!(config.max_rooms, 15);
+    assert_eq!(config.max_clients_per_room, 16);
+    assert_eq!(config.sse_keepalive_ms, 17);
+    assert_eq!(config.ws_ping_ms, 18);
+    assert!(Config::try_parse_from(["lab", "--queue-capacity", "0"]).is_err());
+    assert!(Config::try_parse_from(["lab", "--max-message-bytes", "0"]).is_err());
+}

@@ -1,0 +1,123 @@
+//! Long polling: held until a message, answered at once, timeouts, per-client queues.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_held_poll_is_answered_as_soon_as_a_message_is_posted() {
+    let server = TestServer::start().await;
+    let url = server.url("/rooms/r/long-poll?client=c&timeout_ms=10000");
+    let http = server.http.clone();
+    let started = Instant::now();
+    let poll = tokio::spawn(async move {
+        let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        (body, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll was not held");
+    let id = server.post("r", "u", "now").await;
+    let posted = Instant::now();
+    let (body, answered) = poll.await.unwrap();
+    assert_eq!(ids(&body["messages"]), vec![id]);
+    assert_eq!(body["last_id"], id);
+    assert!(answered.duration_since(started) >= Duration::from_millis(300));
+    // Generous bound for a busy CI machine; typically well under 5 ms.
+    let lag = answered.saturating_duration_since(posted);
+    assert!(
+        lag < Duration::from_millis(500),
+        "answered {lag:?} after the post"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_poll_times_out_with_an_empty_list() {
+    let server = TestServer::start().await;
+    server.post("r", "u", "old").await;
+    let started = Instant::now();
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=300")
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(ids.is_empty());
+    assert_eq!(body["last_id"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_posted_between_polls_wait_in_the_clients_queue() {
+    let server = TestServer::start().await;
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert!(ids.is_empty());
+    for _ in 0..3 {
+        server.post("r", "u", "x").await;
+    }
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(body["last_id"], 3);
+    // Another client's queue started later and is its own.
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=d&timeout_ms=0")
+        .await;
+    assert!(ids.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn after_re_asks_for_an_answer_lost_in_transit() {
+    let server = TestServer::start().await;
+    server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    for _ in 0..3 {
+        server.post("r", "u", "x").await;
+    }
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![1, 2, 3]);
+    // The client never saw that answer and asks again from where it was.
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=c&after=0&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![1, 2, 3]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn limit_splits_a_full_queue_over_several_answers() {
+    let server = TestServer::start().await;
+    server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    for _ in 0..5 {
+        server.post("r", "u", "x").await;
+    }
+    let (ids, _) = server.poll("/rooms/r/long-poll?client=c&limit=3").await;
+    assert_eq!(ids, vec![1, 2, 3]);
+    let (ids, _) = server.poll("/rooms/r/long-poll?client=c&limit=3").await;
+    assert_eq!(ids, vec![4, 5]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_long_poll_parameters_are_400() {
+    let server = TestServer::start().await;
+    for path in [
+        "/rooms/r/long-poll",
+        "/rooms/r/long-poll?client=c&timeout_ms=60001",
+        "/rooms/r/long-poll?client=c&timeout_ms=-1",
+        "/rooms/r/long-poll?client=c&after=x",
+        "/rooms/r/long-poll?client=",
+    ] {
+        let (status, body) = server.get_json(path).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body["error"].is_string(), "{path}");
+    }
+    server.stop().await;
+}

@@ -1,0 +1,16 @@
+//! Integration tests: the real server on port 0, driven by real clients (reqwest,
+//! tokio-tungstenite, an SSE parser). One module per feature.
+
+mod common;
+
+mod disconnect;
+mod errors;
+mod limits;
+mod long_poll;
+mod ordering;
+mod poll;
+mod resume;
+mod shutdown;
+mod slow_subscriber;
+mod sse;
+mod ws;

@@ -1,0 +1,166 @@
+//! WebSocket: receiving, sending over the socket, bad frames, close codes, pings.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+use crate::common::*;
+
+async fn close_code(ws: &mut WsStream) -> CloseCode {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s");
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => return close.code,
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before close: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_posted_message_arrives_as_one_text_frame() {
+    let server = TestServer::start().await;
+    server.post("r", "u", "before").await;
+    let mut ws = server.ws("/rooms/r/ws").await;
+    server.post("r", "alice", "hi").await;
+    let m = ws_next(&mut ws).await;
+    assert_eq!(m["id"], 2, "starts with new messages only");
+    assert_eq!(m["user"], "alice");
+    assert_eq!(m["text"], "hi");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_sent_on_the_socket_is_published_as_the_sockets_user() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws("/rooms/r/ws?user=bob").await;
+    ws.send(Message::text(r#"{"text":"from ws","client_ts":42}"#))
+        .await
+        .unwrap();
+    let m = ws_next(&mut ws).await;
+    assert_eq!(m["id"], 1);
+    assert_eq!(m["user"], "bob");
+    assert_eq!(m["text"], "from ws");
+    assert_eq!(m["client_ts"], 42);
+    let (ids, _) = server.poll("/rooms/r/messages").await;
+    assert_eq!(ids, vec![1]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_frame_and_the_socket_stays_open() {
+    let mut config = config();
+    config.max_message_bytes = 8;
+    let server = TestServer::with(config).await;
+    let mut ws = server.ws("/rooms/r/ws?user=bob").await;
+    for bad in [
+        "not json",
+        r#"{"client_ts":1}"#,
+        r#"{"text":"ok","client_ts":"soon"}"#,
+        r#"{"text":"ok","client_ts":1.5}"#,
+        r#"{"text":""}"#,
+        r#"{"text":"nine bytes"}"#,
+    ] {
+        ws.send(Message::text(bad)).await.unwrap();
+        let reply = ws_next(&mut ws).await;
+        assert!(reply["error"].is_string(), "{bad}: {reply}");
+        assert!(reply.get("id").is_none());
+    }
+    ws.send(Message::text(r#"{"text":"fine"}"#)).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await["text"], "fine");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_without_user_receives_but_cannot_send() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws("/rooms/r/ws").await;
+    ws.send(Message::text(r#"{"text":"hi"}"#)).await.unwrap();
+    assert!(ws_next(&mut ws).await["error"].is_string());
+    let (ids, _) = server.poll("/rooms/r/messages").await;
+    assert!(ids.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_binary_frame_closes_with_1003() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws("/rooms/r/ws?user=u").await;
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Unsupported);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws("/rooms/r/ws?user=u").await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0x7b], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Invalid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_16_times_the_message_limit_closes_with_1009() {
+    let mut config = config();
+    config.max_message_bytes = 64;
+    let server = TestServer::with(config).await;
+    let mut ws = server.ws("/rooms/r/ws?user=u").await;
+    let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(64 * 16 + 1));
+    ws.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, CloseCode::Size);
+    // Nobody else is affected.
+    assert_eq!(server.post("r", "u", "still here").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sockets_are_pinged() {
+    let mut config = config();
+    config.ws_ping_ms = 100;
+    let server = TestServer::with(config).await;
+    let mut ws = server.ws("/rooms/r/ws").await;
+    let frame = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
+    // Reading lets tungstenite answer the pings, so the socket stays open.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(600);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await {
+            assert!(matches!(next, Some(Ok(Message::Ping(_)))), "{next:?}");
+        }
+    }
+    assert_eq!(
+        server
+            .metric("lab_open_connections{transport=\"ws\"}")
+            .await,
+        1.0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_closed() {
+    let mut config = config();
+    config.ws_ping_ms = 100;
+    let server = TestServer::with(config).await;
+    // A socket nobody reads never answers a ping.
+    let _silent = server.ws("/rooms/r/ws").await;
+    server
+        .wait_for_metric("lab_open_connections{transport=\"ws\"}", 1.0)
+        .await;
+    server
+        .wait_for_metric("lab_open_connections{transport=\"ws\"}", 0.0)
+        .await;
+    server.stop().await;
+}
