@@ -1,0 +1,137 @@
+//! From what the workers recorded to result rows: merge the statistics, gather the
+//! counted ids each target published, and tally every user's deliveries against them.
+
+use std::collections::BTreeMap;
+
+use crate::metrics::Snapshot;
+use crate::report::{Connections, LoadgenFigures, Messages, Requests, RunResult, ServerFigures};
+use crate::scenario::Mix;
+use crate::stats::{Summary, TransportStats, histogram, to_base64};
+use crate::tracker::Tally;
+use crate::transport::TRANSPORTS;
+use crate::worker::{Shared, WorkerReport};
+
+/// The rows of one run: its mode, and for a mixed run one per transport as well.
+pub fn rows(
+    shared: &Shared,
+    reports: Vec<WorkerReport>,
+    server: Option<Snapshot>,
+    loadgen_cpu: f64,
+) -> Vec<RunResult> {
+    let n = TRANSPORTS.len();
+    let targets = shared.targets.len();
+    let mut stats = vec![TransportStats::default(); n];
+    let mut counted = vec![Vec::new(); targets];
+    let mut finals = vec![0u64; targets];
+    let mut lag = histogram();
+    let mut failed = 0;
+    let mut send_errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for r in &reports {
+        for (all, s) in stats.iter_mut().zip(&r.stats) {
+            all.merge(s);
+        }
+        for t in 0..targets {
+            counted[t].extend_from_slice(&r.sent.counted[t]);
+            finals[t] = finals[t].max(r.sent.max_id[t]);
+        }
+        lag.add(&r.sent.lag).expect("same bounds");
+        failed += r.sent.failed;
+        for (k, v) in &r.sent.errors {
+            *send_errors.entry(k).or_default() += v;
+        }
+    }
+    counted.iter_mut().for_each(|c| c.sort_unstable());
+
+    let mut tallies = vec![Tally::default(); n];
+    let mut users = vec![0usize; n];
+    for u in reports.iter().flat_map(|r| &r.users) {
+        let end = u.end.unwrap_or(finals[u.target]);
+        tallies[u.transport].add(&u.tracker.tally(&counted[u.target], end));
+        users[u.transport] += 1;
+    }
+
+    let sc = &shared.scenario;
+    let messages = Messages {
+        sent: counted.iter().map(|c| c.len() as u64).sum(),
+        failed,
+        rate_per_s: sc.rate,
+    };
+    let row = |mode: String, part_of: Option<&str>, which: &[usize]| {
+        let mut s = TransportStats::default();
+        let mut tally = Tally::default();
+        for &t in which {
+            s.merge(&stats[t]);
+            tally.add(&tallies[t]);
+        }
+        let mut errors: BTreeMap<String, u64> =
+            s.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        if part_of.is_none() {
+            for (k, v) in &send_errors {
+                errors.insert(format!("send_{k}"), *v);
+            }
+        }
+        let server = server.as_ref().map_or_else(ServerFigures::default, |m| {
+            let bytes_sent = which
+                .iter()
+                .map(|&t| m.bytes_sent.get(&TRANSPORTS[t].label()).copied())
+                .sum::<Option<f64>>();
+            ServerFigures {
+                cpu_seconds: m.cpu_seconds,
+                rss_bytes: m.rss_bytes,
+                bytes_sent,
+                cpu_ms_per_1k_deliveries: m
+                    .cpu_seconds
+                    .filter(|_| tally.received > 0)
+                    .map(|c| c * 1e6 / tally.received as f64),
+            }
+        });
+        RunResult {
+            mode,
+            part_of: part_of.map(str::to_owned),
+            users: which.iter().map(|&t| users[t]).sum(),
+            duration_s: sc.duration.as_secs_f64(),
+            latency_us: Summary::of(&s.latency),
+            latency_from_due_us: Summary::of(&s.latency_from_due),
+            send_lag_us: Summary::of(&lag),
+            connect_us: Summary::of(&s.connect),
+            deliveries: tally,
+            messages,
+            requests: Requests {
+                total: s.requests,
+                empty: s.empty,
+            },
+            connections: Connections {
+                opened: s.connections,
+                reconnects: s.reconnects,
+            },
+            errors,
+            bytes_received: s.bytes_received,
+            bytes_per_delivery: (tally.received > 0)
+                .then(|| s.bytes_received as f64 / tally.received as f64),
+            server,
+            loadgen: LoadgenFigures {
+                cpu_seconds: loadgen_cpu,
+                threads: sc.threads,
+            },
+            histograms: crate::report::Histograms {
+                latency_us: to_base64(&s.latency),
+                latency_from_due_us: to_base64(&s.latency_from_due),
+            },
+        }
+    };
+    match sc.mix {
+        Mix::Only(t) => vec![row(TRANSPORTS[t].name.to_owned(), None, &[t])],
+        Mix::Mixed => {
+            let all: Vec<usize> = (0..n).collect();
+            let mut rows = vec![row("mixed".into(), None, &all)];
+            for (t, transport) in TRANSPORTS.iter().enumerate() {
+                rows.push(row(
+                    format!("mixed/{}", transport.name),
+                    Some("mixed"),
+                    &[t],
+                ));
+            }
+            rows
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Results for machines and for people: the JSON document (schema in
+//! docs/results.md), a CSV with one line per run, and the table printed at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::stats::Summary;
+use crate::tracker::Tally;
+
+/// Bumped when a field changes meaning or goes away (adding fields does not).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The JSON file.
+#[derive(Debug, Serialize)]
+pub struct Document {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub created_unix_s: u64,
+    pub machine: Machine,
+    /// `child` (a `lab` process the loadgen started) or `external` (`--target`).
+    pub server_process: String,
+    pub targets: Vec<String>,
+    /// The settings the runs used, as flag names and values.
+    pub config: serde_json::Value,
+    pub runs: Vec<RunResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+    pub git_commit: Option<String>,
+}
+
+/// One row: a mode (or, in a mixed run, one transport's share of it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub mode: String,
+    /// For the per-transport rows of a mixed run: `mixed`.
+    pub part_of: Option<String>,
+    pub users: usize,
+    pub duration_s: f64,
+    pub latency_us: Summary,
+    pub latency_from_due_us: Summary,
+    pub send_lag_us: Summary,
+    pub connect_us: Summary,
+    #[serde(serialize_with = "tally")]
+    pub deliveries: Tally,
+    pub messages: Messages,
+    pub requests: Requests,
+    pub connections: Connections,
+    pub errors: BTreeMap<String, u64>,
+    pub bytes_received: u64,
+    pub bytes_per_delivery: Option<f64>,
+    pub server: ServerFigures,
+    pub loadgen: LoadgenFigures,
+    pub histograms: Histograms,
+}
+
+fn tally<S: serde::Serializer>(t: &Tally, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Deliveries", 5)?;
+    st.serialize_field("expected", &t.expected)?;
+    st.serialize_field("received", &t.received)?;
+    st.serialize_field("lost", &t.lost)?;
+    st.serialize_field("duplicated", &t.duplicated)?;
+    st.serialize_field("out_of_order", &t.out_of_order)?;
+    st.end()
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Messages {
+    /// Accepted messages due in the counted window, all targets.
+    pub sent: u64,
+    /// Messages due in the counted window the server did not accept.
+    pub failed: u64,
+    pub rate_per_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Requests {
+    pub total: u64,
+    pub empty: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Connections {
+    pub opened: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerFigures {
+    pub cpu_seconds: Option<f64>,
+    pub rss_bytes: Option<f64>,
+    pub bytes_sent: Option<f64>,
+    pub cpu_ms_per_1k_deliveries: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LoadgenFigures {
+    pub cpu_seconds: f64,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Histograms {
+    pub latency_us: String,
+    pub latency_from_due_us: String,
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.*}", digits, v * scale))
+}
+
+const COLUMNS: [&str; 18] = [
+    "mode",
+    "users",
+    "received",
+    "expected",
+    "lost",
+    "dup",
+    "ooo",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "due_p99_ms",
+    "lag_p99_ms",
+    "requests",
+    "B/msg",
+    "srv_cpu_ms/1k",
+    "lg_cpu_s",
+];
+
+fn cells(r: &RunResult) -> [String; 18] {
+    let d = &r.deliveries;
+    [
+        r.mode.clone(),
+        r.users.to_string(),
+        d.received.to_string(),
+        d.expected.to_string(),
+        d.lost.to_string(),
+        d.duplicated.to_string(),
+        d.out_of_order.to_string(),
+        ms(r.latency_us.p50),
+        ms(r.latency_us.p90),
+        ms(r.latency_us.p99),
+        ms(r.latency_us.p999),
+        ms(r.latency_us.max),
+        ms(r.latency_from_due_us.p99),
+        ms(r.send_lag_us.p99),
+        r.requests.total.to_string(),
+        opt(r.bytes_per_delivery, 1.0, 0),
+        opt(r.server.cpu_ms_per_1k_deliveries, 1.0, 1),
+        format!("{:.2}", r.loadgen.cpu_seconds),
+    ]
+}
+
+/// The table for people: one row per run, columns aligned.
+pub fn table(rows: &[RunResult]) -> String {
+    let body: Vec<[String; 18]> = rows.iter().map(cells).collect();
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|i| {
+            body.iter()
+                .map(|r| r[i].len())
+                .chain([COLUMNS[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |out: &mut String, cols: &mut dyn Iterator<Item = &str>| {
+        for (i, c) in cols.enumerate() {
+            if i == 0 {
+                let _ = write!(out, "{c:<w$}", w = widths[0]);
+            } else {
+                let _ = write!(out, "  {c:>w$}", w = widths[i]);
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &mut COLUMNS.iter().copied());
+    for r in &body {
+        line(&mut out, &mut r.iter().map(String::as_str));
+    }
+    let errors: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.errors.is_empty())
+        .map(|r| {
+            let e: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}: {}", r.mode, e.join(" "))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(out, "errors  {}", errors.join("; "));
+    }
+    out
+}
+
+/// The CSV: the table's columns, plus server figures, comma-separated.
+pub fn csv(rows: &[RunResult]) -> String {
+    let mut out = COLUMNS.join(",");
+    out.push_str(",server_cpu_s,server_rss_bytes,server_bytes_sent,bytes_received\n");
+    for r in rows {
+        out.push_str(&cells(r).join(","));
+        let _ = writeln!(
+            out,
+            ",{},{},{},{}",
+            opt(r.server.cpu_seconds, 1.0, 3),
+            opt(r.server.rss_bytes, 1.0, 0),
+            opt(r.server.bytes_sent, 1.0, 0),
+            r.bytes_received
+        );
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! The server under test when no `--target` is given: the `lab` binary next to the
+//! loadgen's own executable, started as a child process on a free loopback port and
+//! stopped at the end (see docs/measurement.md for why a separate process).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::LoadgenError;
+use crate::runner;
+use crate::target::Target;
+
+/// How long a child server has to answer `/healthz`.
+const READY: Duration = Duration::from_secs(10);
+
+pub struct ChildServer {
+    child: Child,
+    pub target: Target,
+}
+
+impl ChildServer {
+    /// The `lab` binary beside the running executable.
+    pub fn binary() -> Result<PathBuf, LoadgenError> {
+        let exe =
+            std::env::current_exe().map_err(LoadgenError::io("finding the loadgen executable"))?;
+        let lab = exe.with_file_name(format!("lab{}", std::env::consts::EXE_SUFFIX));
+        if lab.is_file() {
+            Ok(lab)
+        } else {
+            Err(LoadgenError::Server(format!(
+                "no lab binary at {} (build it with `cargo build --release`, or pass --target URL)",
+                lab.display()
+            )))
+        }
+    }
+
+    /// Starts `lab --addr 127.0.0.1:<free port> <extra args>` and waits until it is healthy.
+    pub fn start(extra_args: &[String]) -> Result<ChildServer, LoadgenError> {
+        let lab = Self::binary()?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(LoadgenError::io("finding a free port"))?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(&lab);
+        cmd.arg("--addr")
+            .arg(&addr)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let child = cmd
+            .spawn()
+            .map_err(LoadgenError::io(format!("starting {}", lab.display())))?;
+        let mut server = ChildServer {
+            child,
+            target: Target::parse(&addr)?,
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), LoadgenError> {
+        let deadline = Instant::now() + READY;
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(LoadgenError::io("waiting for lab"))?
+            {
+                return Err(LoadgenError::Server(format!(
+                    "lab exited at start: {status}"
+                )));
+            }
+            match runner::block_on(runner::health(&self.target)) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(LoadgenError::Server(format!(
+                        "lab did not become healthy in {READY:?}: {e}"
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildServer {
+    /// SIGTERM for a graceful shutdown, SIGKILL after 5 s.
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a pid of our own child, which has not been reaped
+            // (try_wait has not returned its status), and a valid signal number.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,193 @@
+//! Per-user delivery accounting: which ids one user saw, in what order, and how they
+//! compare with the ids the room published in the counted window.
+//!
+//! The tracker is streaming and small: received ids are kept as sorted ranges (one
+//! range when delivery is in order), and ids that jumped ahead are remembered as
+//! missing so that a late one is told apart from a duplicate.
+
+use std::ops::RangeInclusive;
+
+#[derive(Debug, Default, Clone)]
+pub struct Tracker {
+    /// The user's start: ids at or below it are not owed to it (`L`).
+    after: u64,
+    /// The highest id seen (or `after` before the first).
+    last: u64,
+    /// Ids received in order or ahead, as sorted disjoint ranges.
+    ranges: Vec<RangeInclusive<u64>>,
+    /// Ids skipped over that have not arrived (yet).
+    missing: Vec<RangeInclusive<u64>>,
+    /// Ids that arrived after a higher one (they count as received too).
+    out_of_order: Vec<u64>,
+    /// Ids seen more than once (or at or below `after`).
+    duplicated: Vec<u64>,
+}
+
+/// What one user got of the counted ids it was owed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Tally) {
+        self.expected += o.expected;
+        self.received += o.received;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+    }
+}
+
+impl Tracker {
+    /// A tracker owed every id above `after`.
+    pub fn starting_after(after: u64) -> Self {
+        Tracker {
+            after,
+            last: after,
+            ..Tracker::default()
+        }
+    }
+
+    pub fn after(&self) -> u64 {
+        self.after
+    }
+
+    /// The highest id seen, or the start when none was.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Records one delivery of `id`.
+    pub fn see(&mut self, id: u64) {
+        if id == self.last + 1 {
+            match self.ranges.last_mut() {
+                Some(r) if *r.end() == self.last => *r = *r.start()..=id,
+                _ => self.ranges.push(id..=id),
+            }
+            self.last = id;
+        } else if id > self.last {
+            self.missing.push(self.last + 1..=id - 1);
+            self.ranges.push(id..=id);
+            self.last = id;
+        } else if let Some(i) = self.missing.iter().position(|r| r.contains(&id)) {
+            let r = self.missing.remove(i);
+            if *r.start() < id {
+                self.missing.push(*r.start()..=id - 1);
+            }
+            if id < *r.end() {
+                self.missing.push(id + 1..=*r.end());
+            }
+            self.out_of_order.push(id);
+        } else {
+            self.duplicated.push(id);
+        }
+    }
+
+    /// Compares what was seen with `counted` (sorted ids published in the counted
+    /// window): the user is owed those in `(after, end]`.
+    pub fn tally(&self, counted: &[u64], end: u64) -> Tally {
+        let owed = |id: u64| id > self.after && id <= end && counted.binary_search(&id).is_ok();
+        let expected = count_in(counted, self.after, end);
+        let in_ranges: u64 = self
+            .ranges
+            .iter()
+            .map(|r| {
+                count_in(
+                    counted,
+                    (*r.start() - 1).max(self.after),
+                    (*r.end()).min(end),
+                )
+            })
+            .sum();
+        let out_of_order = self.out_of_order.iter().filter(|&&id| owed(id)).count() as u64;
+        let received = in_ranges + out_of_order;
+        Tally {
+            expected,
+            received,
+            lost: expected - received,
+            duplicated: self.duplicated.iter().filter(|&&id| owed(id)).count() as u64,
+            out_of_order,
+        }
+    }
+}
+
+/// How many of the sorted `ids` lie in `(low, high]`.
+pub fn count_in(ids: &[u64], low: u64, high: u64) -> u64 {
+    if high <= low {
+        return 0;
+    }
+    (ids.partition_point(|&i| i <= high) - ids.partition_point(|&i| i <= low)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(after: u64, ids: &[u64]) -> Tracker {
+        let mut t = Tracker::starting_after(after);
+        ids.iter().for_each(|&i| t.see(i));
+        t
+    }
+
+    #[test]
+    fn in_order_delivery_is_complete() {
+        let counted: Vec<u64> = (1..=10).collect();
+        let t = seen(0, &(1..=10).collect::<Vec<_>>());
+        let tally = t.tally(&counted, 10);
+        assert_eq!(
+            tally,
+            Tally {
+                expected: 10,
+                received: 10,
+                ..Tally::default()
+            }
+        );
+        assert_eq!(t.ranges.len(), 1);
+    }
+
+    #[test]
+    fn skips_late_arrivals_and_repeats_are_told_apart() {
+        let counted: Vec<u64> = (1..=8).collect();
+        let t = seen(0, &[1, 2, 5, 3, 3, 6, 2, 8]);
+        let tally = t.tally(&counted, 8);
+        assert_eq!(tally.expected, 8);
+        assert_eq!(tally.received, 6); // 1 2 3 5 6 8
+        assert_eq!(tally.lost, 2); // 4 7
+        assert_eq!(tally.out_of_order, 1); // 3
+        assert_eq!(tally.duplicated, 2); // 3 again, 2 again
+    }
+
+    #[test]
+    fn only_counted_ids_in_the_users_window_are_owed() {
+        // Warm-up ids 1..=4 are not counted; the user started after 5 and left at 9.
+        let counted: Vec<u64> = (5..=12).collect();
+        let t = seen(5, &[6, 7, 8, 9]);
+        assert_eq!(
+            t.tally(&counted, 9),
+            Tally {
+                expected: 4,
+                received: 4,
+                ..Tally::default()
+            }
+        );
+        // Same user, but the run went on to 12 and it saw nothing more: 3 lost.
+        assert_eq!(t.tally(&counted, 12).lost, 3);
+        // Counted ids need not be contiguous (concurrent senders at the window's edge).
+        let counted = [6, 8, 9];
+        assert_eq!(t.tally(&counted, 9).received, 3);
+        assert_eq!(count_in(&counted, 6, 9), 2);
+        assert_eq!(count_in(&counted, 9, 6), 0);
+    }
+
+    #[test]
+    fn an_id_at_or_below_the_start_is_a_duplicate_but_not_owed() {
+        let t = seen(5, &[5, 6]);
+        assert_eq!(t.duplicated, vec![5]);
+        assert_eq!(t.tally(&[5, 6], 6).duplicated, 0);
+    }
+}

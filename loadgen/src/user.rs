@@ -1,0 +1,306 @@
+//! One simulated user, generic over its transport's [`Receiver`]: connect, learn
+//! where "now" is, subscribe after it, receive and account until told to stop,
+//! reconnecting from the highest id seen whenever the connection breaks.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::conn::Http;
+use crate::error::ClientError;
+use crate::tracker::Tracker;
+use crate::transport::{Received, Receiver, Sub};
+use crate::wire::{self, Msg, Page};
+use crate::worker::WorkerCtx;
+
+/// Who a user is and when it runs.
+#[derive(Debug, Clone)]
+pub struct UserPlan {
+    pub index: usize,
+    pub transport: usize,
+    pub target: usize,
+    pub start_at: Instant,
+    /// When a churn user leaves; `None`: at the end of the run.
+    pub leave_at: Option<Instant>,
+    pub source: Option<IpAddr>,
+}
+
+/// What a user saw, for the accounting at the end.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub transport: usize,
+    pub target: usize,
+    /// Whether it ever subscribed; a user that never did is owed every counted id.
+    pub subscribed: bool,
+    /// The last id it was owed, when it left before the end of the run.
+    pub end: Option<u64>,
+    pub tracker: Tracker,
+}
+
+/// When a user stops: once it has seen `end`, or at `deadline`.
+struct Stop {
+    end: Option<u64>,
+    deadline: Option<Instant>,
+    drain: Duration,
+}
+
+impl Stop {
+    fn set(&mut self, end: u64) {
+        self.end = Some(end);
+        self.deadline = Some(Instant::now() + self.drain);
+    }
+
+    fn reached(&self, last: u64) -> bool {
+        self.end.is_some_and(|e| last >= e) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A number in `[0, 1)` from `seed` and `index` (splitmix64).
+pub fn phase(seed: u64, index: usize) -> f64 {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord {
+    tokio::time::sleep_until(plan.start_at).await;
+    let started = Instant::now();
+    let sc = &ctx.shared.scenario;
+    let client = format!("lg{}-{}", sc.seed, plan.index);
+    let sub = Sub {
+        room: &sc.room,
+        client: &client,
+        poll_interval: sc.poll_interval,
+        long_poll_timeout_ms: sc.long_poll_timeout.as_millis() as u64,
+        phase: phase(sc.seed, plan.index),
+    };
+    let mut user = User {
+        ctx: &ctx,
+        rec: UserRecord {
+            transport: plan.transport,
+            target: plan.target,
+            subscribed: false,
+            end: None,
+            tracker: Tracker::default(),
+        },
+        cursor: 0,
+    };
+    let mut finals = ctx.finals.clone();
+    let mut stop = Stop {
+        end: None,
+        deadline: None,
+        drain: ctx.shared.drain,
+    };
+    let mut receiver: Option<R> = None;
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+
+    loop {
+        if stop.end.is_none() {
+            if let Some(f) = finals.borrow_and_update().as_ref() {
+                stop.set(f[plan.target]);
+            } else if plan.leave_at.is_some_and(|t| Instant::now() >= t) {
+                user.leave(&plan, &mut stop).await;
+            }
+        }
+        if stop.reached(user.rec.tracker.last()) {
+            break;
+        }
+        let rx = match &mut receiver {
+            Some(rx) => rx,
+            None => match user.subscribe::<R>(&plan, &sub, started).await {
+                Ok(rx) => receiver.insert(rx),
+                Err(e) => {
+                    user.error(e.kind());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let got = {
+            let next = rx.next(&sub, user.cursor);
+            tokio::pin!(next);
+            loop {
+                let last = user.rec.tracker.last();
+                tokio::select! {
+                    biased;
+                    r = &mut next => break Some(r),
+                    changed = finals.changed(), if stop.end.is_none() => {
+                        if changed.is_err() {
+                            break None;
+                        }
+                        if let Some(f) = finals.borrow_and_update().as_ref() {
+                            stop.set(f[plan.target]);
+                        }
+                        if stop.reached(last) {
+                            break None;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(plan.leave_at.unwrap_or(far)),
+                        if plan.leave_at.is_some() && stop.end.is_none() => {
+                        user.leave(&plan, &mut stop).await;
+                        if stop.reached(last) {
+                            break None;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(stop.deadline.unwrap_or(far)),
+                        if stop.deadline.is_some() => break None,
+                }
+            }
+        };
+        match got {
+            None => break,
+            Some(Ok(received)) => user.feed(received),
+            Some(Err(e)) => {
+                user.error(e.kind());
+                receiver = None;
+            }
+        }
+    }
+    if user.rec.subscribed {
+        ctx.progress.users.fetch_sub(1, Ordering::Relaxed);
+    }
+    user.rec
+}
+
+struct User<'a> {
+    ctx: &'a WorkerCtx,
+    rec: UserRecord,
+    /// The `after` of the next poll or reconnect.
+    cursor: u64,
+}
+
+impl User<'_> {
+    fn error(&self, kind: &'static str) {
+        self.ctx.stats.borrow_mut()[self.rec.transport].error(kind);
+        self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connects, learns where "now" is on the first time, and subscribes.
+    async fn subscribe<R: Receiver>(
+        &mut self,
+        plan: &UserPlan,
+        sub: &Sub<'_>,
+        started: Instant,
+    ) -> Result<R, ClientError> {
+        let bytes = self.ctx.bytes[plan.transport].clone();
+        let target = &self.ctx.shared.targets[plan.target];
+        let mut http = Http::open(target, plan.source, bytes).await?;
+        self.ctx.stats.borrow_mut()[plan.transport].connections += 1;
+        if !self.rec.subscribed {
+            let now = http.newest(sub.room).await?;
+            self.rec.tracker = Tracker::starting_after(now);
+            self.cursor = now;
+        }
+        let rx = R::open(http, sub, self.cursor).await?;
+        let mut stats = self.ctx.stats.borrow_mut();
+        let stats = &mut stats[plan.transport];
+        if R::OPEN_REQUESTS {
+            stats.requests += 1;
+        }
+        if self.rec.subscribed {
+            stats.reconnects += 1;
+        } else {
+            self.rec.subscribed = true;
+            let us = started.elapsed().as_micros() as u64;
+            stats.connect.saturating_record(us.max(1));
+            self.ctx.progress.users.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(rx)
+    }
+
+    /// Leaves early: owed what the room holds now, then drains.
+    async fn leave(&mut self, plan: &UserPlan, stop: &mut Stop) {
+        let target = &self.ctx.shared.targets[plan.target];
+        let room = &self.ctx.shared.scenario.room;
+        let newest = match Http::open(target, plan.source, Default::default()).await {
+            Ok(mut http) => http.newest(room).await,
+            Err(e) => Err(e),
+        };
+        let end = newest.unwrap_or_else(|e| {
+            self.error(e.kind());
+            self.rec.tracker.last()
+        });
+        self.rec.end = Some(end);
+        stop.set(end);
+    }
+
+    /// Accounts for what the receiver got.
+    fn feed(&mut self, received: Received) {
+        let now = self.ctx.shared.clock.now_us();
+        let (body, page) = match received {
+            Received::Nothing => return,
+            Received::Page(body) => (body, true),
+            Received::Message(body) => (body, false),
+        };
+        let window = self.ctx.shared.window_us;
+        let mut stats = self.ctx.stats.borrow_mut();
+        let stats = &mut stats[self.rec.transport];
+        let mut delivered = 0;
+        let mut deliver = |m: &Msg| {
+            let Some(id) = m.id else { return };
+            self.rec.tracker.see(id);
+            self.cursor = self.cursor.max(id);
+            delivered += 1;
+            if let Some(sent) = m.client_ts {
+                let due = sent.saturating_sub(wire::lag_of(&m.text).unwrap_or(0));
+                if due >= window.0 && due < window.1 {
+                    stats
+                        .latency
+                        .saturating_record(now.saturating_sub(sent).max(1));
+                    stats
+                        .latency_from_due
+                        .saturating_record(now.saturating_sub(due).max(1));
+                }
+            }
+        };
+        let mut kind = None;
+        if page {
+            match serde_json::from_slice::<Page>(&body) {
+                Ok(p) => {
+                    p.messages.iter().for_each(&mut deliver);
+                    self.cursor = self.cursor.max(p.last_id);
+                    stats.requests += 1;
+                    if p.messages.is_empty() {
+                        stats.empty += 1;
+                    }
+                    kind = p.gap.then_some("gap");
+                }
+                Err(_) => kind = Some("protocol"),
+            }
+        } else {
+            match serde_json::from_slice::<Msg>(&body) {
+                Ok(m) if m.gap => kind = Some("gap"),
+                Ok(m) if m.id.is_some() => deliver(&m),
+                Ok(m) if m.error.is_some() => kind = Some("server_error"),
+                _ => kind = Some("protocol"),
+            }
+        }
+        if let Some(kind) = kind {
+            stats.error(kind);
+            self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ctx
+            .progress
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phase;
+
+    #[test]
+    fn phases_spread_over_the_interval() {
+        let p: Vec<f64> = (0..1000).map(|i| phase(1, i)).collect();
+        assert!(p.iter().all(|&x| (0.0..1.0).contains(&x)));
+        let low = p.iter().filter(|&&x| x < 0.5).count();
+        assert!((400..600).contains(&low), "{low}");
+        assert_eq!(phase(7, 3), phase(7, 3));
+    }
+}

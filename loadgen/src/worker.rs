@@ -1,0 +1,129 @@
+//! A worker thread: a single-threaded runtime with a `LocalSet` that runs its share of
+//! the users and senders. Everything it records stays on the thread and is handed to
+//! the runner once, at the end.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::error::LoadgenError;
+use crate::progress::Progress;
+use crate::scenario::Scenario;
+use crate::sender::{self, Sent};
+use crate::stats::TransportStats;
+use crate::target::Target;
+use crate::transport::TRANSPORTS;
+use crate::user::{UserPlan, UserRecord};
+
+/// What every worker of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub targets: Vec<Target>,
+    pub scenario: Scenario,
+    pub clock: Clock,
+    /// Due times of the counted window, microseconds since the epoch: `[start, end)`.
+    pub window_us: (u64, u64),
+    /// How long users drain after being told the last id.
+    pub drain: Duration,
+}
+
+/// A worker's state, shared by its users and senders on its thread.
+pub struct WorkerCtx {
+    pub shared: Arc<Shared>,
+    pub index: usize,
+    /// By transport.
+    pub stats: RefCell<Vec<TransportStats>>,
+    /// Bytes read by users' connections, by transport.
+    pub bytes: Vec<Arc<AtomicU64>>,
+    pub progress: Arc<Progress>,
+    /// Per target, the last id published: set when all senders are done.
+    pub finals: watch::Receiver<Option<Vec<u64>>>,
+}
+
+/// What a worker hands over at the end.
+pub struct WorkerReport {
+    pub stats: Vec<TransportStats>,
+    pub users: Vec<UserRecord>,
+    pub sent: Sent,
+}
+
+/// A worker's work and the ends of its channels to the runner.
+pub struct WorkerJob {
+    pub index: usize,
+    pub users: Vec<UserPlan>,
+    /// Sending: `[send_start, window_end)`, counted from `window_start`.
+    pub send_start: Instant,
+    pub window_start: Instant,
+    pub window_end: Instant,
+    pub progress: Arc<Progress>,
+    pub finals: watch::Receiver<Option<Vec<u64>>>,
+    /// Gets this worker's `Sent::max_id` as soon as its senders are done.
+    pub senders_done: oneshot::Sender<Vec<u64>>,
+}
+
+/// Starts a worker thread.
+pub fn spawn(
+    shared: Arc<Shared>,
+    job: WorkerJob,
+    report: oneshot::Sender<WorkerReport>,
+) -> Result<std::thread::JoinHandle<()>, LoadgenError> {
+    std::thread::Builder::new()
+        .name(format!("loadgen-{}", job.index))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            let local = tokio::task::LocalSet::new();
+            let done = local.block_on(&rt, work(shared, job));
+            // The runner may have given up; nothing to do then.
+            let _ = report.send(done);
+        })
+        .map_err(LoadgenError::io("starting a worker thread"))
+}
+
+async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
+    let ctx = Rc::new(WorkerCtx {
+        shared,
+        index: job.index,
+        stats: RefCell::new(vec![TransportStats::default(); TRANSPORTS.len()]),
+        bytes: (0..TRANSPORTS.len()).map(|_| Arc::default()).collect(),
+        progress: job.progress,
+        finals: job.finals,
+    });
+    let handles: Vec<_> = job
+        .users
+        .into_iter()
+        .map(|plan| tokio::task::spawn_local((TRANSPORTS[plan.transport].run)(ctx.clone(), plan)))
+        .collect();
+    let sent = sender::run(
+        ctx.clone(),
+        job.send_start,
+        job.window_start,
+        job.window_end,
+    )
+    .await;
+    let _ = job.senders_done.send(sent.max_id.clone());
+    let mut records = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(r) => records.push(r),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    let mut stats = ctx.stats.take();
+    for (s, b) in stats.iter_mut().zip(&ctx.bytes) {
+        s.bytes_received = b.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    WorkerReport {
+        stats,
+        users: records,
+        sent,
+    }
+}
