@@ -55,6 +55,28 @@ pub fn cpu_seconds() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// CPU seconds (user + system) and resident bytes of process `pid`, from /proc: finer
+/// than a Prometheus counter of whole seconds.
+pub fn process_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let num = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // stat(5): utime is field 14, stime 15, rss (pages) 24; `fields` starts at field 3.
+    let (utime, stime, rss_pages) = (num(11)?, num(12)?, num(21)?);
+    // SAFETY: sysconf only reads a configuration value.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if ticks <= 0 || page <= 0 {
+        return None;
+    }
+    Some(((utime + stime) / ticks as f64, rss_pages * page as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +91,7 @@ mod tests {
         std::hint::black_box(x);
         assert!(cpu_seconds() > before);
         assert!(Machine::detect().cores >= 1);
+        let (cpu, rss) = process_usage(std::process::id()).unwrap();
+        assert!(cpu > 0.0 && rss > 1e6, "{cpu} {rss}");
     }
 }

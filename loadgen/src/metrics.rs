@@ -53,11 +53,17 @@ impl Snapshot {
         s
     }
 
-    /// Fetches and parses `/metrics`.
+    /// Fetches and parses `/metrics`; CPU and memory from /proc when the server is
+    /// our child.
     pub async fn fetch(target: &Target) -> Result<Snapshot, ClientError> {
         let mut http = Http::open(target, None, Default::default()).await?;
         let body = http.get_body("/metrics").await?;
-        Ok(Snapshot::parse(&String::from_utf8_lossy(&body)))
+        let mut s = Snapshot::parse(&String::from_utf8_lossy(&body));
+        if let Some((cpu, rss)) = target.pid.and_then(crate::machine::process_usage) {
+            s.cpu_seconds = Some(cpu);
+            s.rss_bytes = Some(rss);
+        }
+        Ok(s)
     }
 
     /// The sum of `self - before` over several targets' readings.

@@ -55,10 +55,9 @@ impl ChildServer {
         let child = cmd
             .spawn()
             .map_err(LoadgenError::io(format!("starting {}", lab.display())))?;
-        let mut server = ChildServer {
-            child,
-            target: Target::parse(&addr)?,
-        };
+        let mut target = Target::parse(&addr)?;
+        target.pid = Some(child.id());
+        let mut server = ChildServer { child, target };
         server.wait_ready()?;
         Ok(server)
     }
@@ -85,10 +84,6 @@ impl ChildServer {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -13,6 +13,9 @@ pub struct Target {
     /// `host:port`, the `Host` header.
     pub authority: String,
     pub addr: SocketAddr,
+    /// The server's process id, when it is a child of ours: its CPU and memory are
+    /// then read from /proc, finer than its metrics.
+    pub pid: Option<u32>,
 }
 
 impl Target {
@@ -44,6 +47,7 @@ impl Target {
             url: format!("http://{authority}"),
             authority: authority.to_owned(),
             addr,
+            pid: None,
         })
     }
 }

@@ -1,0 +1,42 @@
+//! One user per mode joins a third into the counted window and leaves at two thirds:
+//! it is owed exactly the counted messages published while it was there, and gets
+//! them all.
+
+use std::time::Duration;
+
+use loadgen::{Churn, Mix};
+
+use crate::common::{Server, short, transport};
+
+#[test]
+fn a_user_added_and_removed_mid_run_is_accounted_for() {
+    let server = Server::start();
+    for name in ["poll", "long-poll", "sse", "ws"] {
+        let t = transport(name);
+        let mut sc = short(Mix::Only(t), 4, &format!("churn-{name}"));
+        sc.churn = vec![Churn {
+            transport: t,
+            join_after: Duration::from_millis(400),
+            leave_after: Duration::from_millis(1000),
+        }];
+        let r = loadgen::run(&[server.target.clone()], &sc)
+            .unwrap()
+            .remove(0);
+        let d = r.deliveries;
+        assert_eq!(r.users, 5, "{name}");
+        assert_eq!(
+            (d.lost, d.duplicated, d.out_of_order),
+            (0, 0, 0),
+            "{name}: {d:?}"
+        );
+        assert_eq!(d.received, d.expected, "{name}");
+        // The four whole-run users are owed every counted message; the fifth about
+        // 0.6 s of the 1.5 s at 40/s (24), never all of them nor none.
+        let extra = d.expected - 4 * r.messages.sent;
+        assert!(
+            (10..=40).contains(&extra),
+            "{name}: the churn user was owed {extra}"
+        );
+        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+    }
+}

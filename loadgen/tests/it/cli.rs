@@ -1,0 +1,151 @@
+//! The binary: one-line errors with a non-zero exit for a bad flag, an unreachable
+//! target and a server that does not speak the protocol; a whole run with a JSON file
+//! against a target, and against a child `lab` server when one is built.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::common::Server;
+
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "{err}");
+}
+
+#[test]
+fn a_bad_flag_is_a_clear_error() {
+    let out = loadgen(&["--mode", "carrier-pigeon"]);
+    one_line_error(&out, "expected one of poll, long-poll, sse, ws, mixed, all");
+    let out = loadgen(&["--target", "http://127.0.0.1:9", "--message-bytes", "4"]);
+    one_line_error(&out, "--message-bytes must be at least 16");
+}
+
+#[test]
+fn an_unreachable_target_is_a_one_line_error() {
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = loadgen(&[
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--mode",
+        "ws",
+    ]);
+    one_line_error(&out, "is unreachable");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn a_server_that_does_not_speak_the_protocol_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten().take(4) {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        }
+    });
+    let out = loadgen(&["--target", &format!("http://{addr}"), "--mode", "poll"]);
+    one_line_error(&out, "does not speak the lab protocol");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+fn short_run_args(json: &str) -> Vec<String> {
+    [
+        "--mode",
+        "ws",
+        "--users",
+        "3",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--rate",
+        "20",
+        "--quiet",
+        "--json",
+        json,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("loadgen-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn a_run_against_a_target_prints_a_table_and_writes_json() {
+    let server = Server::start();
+    let json = tmp("target.json");
+    let mut args = short_run_args(json.to_str().unwrap());
+    args.extend(["--target".into(), server.url()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("mode"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("ws "), "{table}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["server_process"], "external");
+    assert_eq!(doc["runs"][0]["deliveries"]["lost"], 0);
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn without_a_target_it_starts_and_stops_a_child_lab() {
+    let lab = PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("lab");
+    if !lab.is_file() {
+        // `cargo test --workspace` builds it; `cargo test -p loadgen` alone may not.
+        eprintln!("skipped: no {} (run cargo test --workspace)", lab.display());
+        return;
+    }
+    let json = tmp("child.json");
+    let out = loadgen(
+        &short_run_args(json.to_str().unwrap())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["server_process"], "child");
+    let run = &doc["runs"][0];
+    assert_eq!(run["deliveries"]["lost"], 0);
+    // CPU and memory of the child come from /proc: present and non-zero.
+    assert!(run["server"]["rss_bytes"].as_f64().unwrap() > 0.0);
+    // The child is gone: its port no longer answers.
+    let target = doc["targets"][0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(target).is_err(),
+        "{target} still answers"
+    );
+    let _ = std::fs::remove_file(json);
+}

@@ -1,0 +1,78 @@
+//! An in-process lab server on an ephemeral port, and short scenarios.
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use loadgen::{Mix, Scenario, Target};
+use tokio_util::sync::CancellationToken;
+
+/// A lab server on `127.0.0.1:0`, on its own thread; stopped when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub target: Target,
+    token: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let config = lab::Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..lab::Config::default()
+        };
+        let token = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shutdown = token.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                lab::run(listener, config, shutdown).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Server {
+            addr,
+            target: Target::parse(&addr.to_string()).unwrap(),
+            token,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.token.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A 1.5 s counted window after 0.3 s of warm-up, 40 messages per second.
+pub fn short(mix: Mix, users: usize, room: &str) -> Scenario {
+    let mut sc = Scenario::new(mix, users, room);
+    sc.duration = Duration::from_millis(1500);
+    sc.warmup = Duration::from_millis(300);
+    sc.rate = 40.0;
+    sc.senders = users.min(5);
+    sc.poll_interval = Duration::from_millis(200);
+    sc.long_poll_timeout = Duration::from_secs(2);
+    sc.drain_timeout = Duration::from_secs(3);
+    sc.threads = 2;
+    sc
+}
+
+/// Index of the transport named `name`.
+pub fn transport(name: &str) -> usize {
+    loadgen::transport::Transport::index(name).unwrap()
+}

@@ -1,0 +1,11 @@
+//! The load generator against an in-process lab server (`lab::run` on port 0 on its
+//! own thread and runtime). One module per feature; each run lasts 1 to 3 seconds.
+
+mod common;
+
+mod churn;
+mod cli;
+mod modes;
+mod observer;
+//mod schema;
+mod transports;

@@ -1,0 +1,111 @@
+//! Every mode, a short run: every counted message reaches every user exactly once, in
+//! order, and the figures that go with deliveries are there.
+
+use loadgen::{Mix, RunResult};
+
+use crate::common::{Server, short, transport};
+
+fn assert_exact(r: &RunResult, users: usize) {
+    let d = &r.deliveries;
+    assert!(
+        r.messages.sent >= 50,
+        "{}: sent {}",
+        r.mode,
+        r.messages.sent
+    );
+    assert_eq!(r.messages.failed, 0, "{}", r.mode);
+    assert_eq!(
+        d.expected,
+        users as u64 * r.messages.sent,
+        "{}: {d:?}",
+        r.mode
+    );
+    assert_eq!(d.received, d.expected, "{}: {d:?}", r.mode);
+    assert_eq!(
+        (d.lost, d.duplicated, d.out_of_order),
+        (0, 0, 0),
+        "{}: {d:?}",
+        r.mode
+    );
+    assert!(r.errors.is_empty(), "{}: {:?}", r.mode, r.errors);
+    // One latency sample per counted delivery, none blended in.
+    assert_eq!(r.latency_us.count, d.received, "{}", r.mode);
+    assert_eq!(r.latency_from_due_us.count, d.received, "{}", r.mode);
+    assert!(r.latency_us.p50 > 0 && r.latency_us.p50 <= r.latency_us.max);
+    assert!(r.latency_from_due_us.p50 >= r.latency_us.p50, "{}", r.mode);
+    assert!(
+        r.bytes_received > d.received * 64,
+        "{}: {} bytes",
+        r.mode,
+        r.bytes_received
+    );
+    assert_eq!(r.connect_us.count, users as u64, "{}", r.mode);
+    assert_eq!(r.connections.reconnects, 0, "{}", r.mode);
+    assert!(
+        r.server.cpu_seconds.is_some() && r.server.bytes_sent.unwrap() > 0.0,
+        "{}",
+        r.mode
+    );
+    assert!(r.loadgen.cpu_seconds > 0.0);
+}
+
+fn one(name: &str, users: usize) -> RunResult {
+    let server = Server::start();
+    let sc = short(Mix::Only(transport(name)), users, &format!("modes-{name}"));
+    let mut rows = loadgen::run(&[server.target.clone()], &sc).unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = rows.remove(0);
+    assert_eq!((r.mode.as_str(), r.users), (name, users));
+    assert_exact(&r, users);
+    r
+}
+
+#[test]
+fn poll_delivers_every_counted_message_once() {
+    let r = one("poll", 10);
+    // 200 ms polls over ~2 s: several requests per user, some of them empty.
+    assert!(r.requests.total >= 10 * 5, "{:?}", r.requests);
+}
+
+#[test]
+fn long_poll_delivers_every_counted_message_once() {
+    let r = one("long-poll", 10);
+    assert!(r.requests.total >= r.messages.sent, "{:?}", r.requests);
+}
+
+#[test]
+fn sse_delivers_every_counted_message_once() {
+    let r = one("sse", 10);
+    assert_eq!(r.requests.total, 10);
+}
+
+#[test]
+fn ws_delivers_every_counted_message_once() {
+    let r = one("ws", 10);
+    assert_eq!(r.requests.total, 10);
+}
+
+#[test]
+fn mixed_puts_all_transports_in_one_room() {
+    let server = Server::start();
+    let sc = short(Mix::Mixed, 12, "modes-mixed");
+    let rows = loadgen::run(&[server.target.clone()], &sc).unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    assert_eq!(
+        modes,
+        [
+            "mixed",
+            "mixed/poll",
+            "mixed/long-poll",
+            "mixed/sse",
+            "mixed/ws"
+        ]
+    );
+    assert_exact(&rows[0], 12);
+    for r in &rows[1..] {
+        assert_eq!(r.part_of.as_deref(), Some("mixed"));
+        assert_exact(r, 3);
+    }
+    let parts: u64 = rows[1..].iter().map(|r| r.deliveries.received).sum();
+    assert_eq!(parts, rows[0].deliveries.received);
+}
