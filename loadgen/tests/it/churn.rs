@@ -19,9 +19,7 @@ fn a_user_added_and_removed_mid_run_is_accounted_for() {
             join_after: Duration::from_millis(400),
             leave_after: Duration::from_millis(1000),
         }];
-        let r = loadgen::run(&[server.target.clone()], &sc)
-            .unwrap()
-            .remove(0);
+        let r = server.run(&sc).remove(0);
         let d = r.deliveries;
         assert_eq!(r.users, 5, "{name}");
         assert_eq!(

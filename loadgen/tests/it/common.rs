@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use loadgen::{Mix, Scenario, Target};
+use loadgen::{Mix, RunResult, Scenario, Target};
 use tokio_util::sync::CancellationToken;
 
 /// A lab server on `127.0.0.1:0`, on its own thread; stopped when dropped.
@@ -42,6 +42,11 @@ impl Server {
             token,
             thread: Some(thread),
         }
+    }
+
+    /// Runs `sc` against this server.
+    pub fn run(&self, sc: &Scenario) -> Vec<RunResult> {
+        loadgen::run(std::slice::from_ref(&self.target), sc).unwrap()
     }
 
     pub fn url(&self) -> String {

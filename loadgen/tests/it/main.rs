@@ -7,5 +7,5 @@ mod churn;
 mod cli;
 mod modes;
 mod observer;
-//mod schema;
+mod schema;
 mod transports;

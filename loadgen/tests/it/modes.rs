@@ -52,7 +52,7 @@ fn assert_exact(r: &RunResult, users: usize) {
 fn one(name: &str, users: usize) -> RunResult {
     let server = Server::start();
     let sc = short(Mix::Only(transport(name)), users, &format!("modes-{name}"));
-    let mut rows = loadgen::run(&[server.target.clone()], &sc).unwrap();
+    let mut rows = server.run(&sc);
     assert_eq!(rows.len(), 1);
     let r = rows.remove(0);
     assert_eq!((r.mode.as_str(), r.users), (name, users));
@@ -89,7 +89,7 @@ fn ws_delivers_every_counted_message_once() {
 fn mixed_puts_all_transports_in_one_room() {
     let server = Server::start();
     let sc = short(Mix::Mixed, 12, "modes-mixed");
-    let rows = loadgen::run(&[server.target.clone()], &sc).unwrap();
+    let rows = server.run(&sc);
     let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
     assert_eq!(
         modes,

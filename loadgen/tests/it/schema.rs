@@ -1,0 +1,139 @@
+//! The JSON a real run writes matches the table in docs/results.md, both ways: every
+//! field it has is documented with its type, and every documented field is there.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::Server;
+
+/// `path -> type` from the rows of the fields table: "| `path` | `type` | ... |".
+fn documented() -> BTreeMap<String, String> {
+    let doc = include_str!("../../../docs/results.md");
+    doc.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let path = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let ty = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((path.to_owned(), ty.to_owned()))
+        })
+        .collect()
+}
+
+fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Leaves of `v` as (path, type); documented `object`/`array` fields are leaves.
+fn leaves(
+    v: &Value,
+    path: &str,
+    doc: &BTreeMap<String, String>,
+    out: &mut Vec<(String, &'static str)>,
+) {
+    let leaf = doc.get(path).is_some_and(|t| t == "object" || t == "array");
+    match v {
+        Value::Object(m) if !leaf => {
+            for (k, v) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                leaves(v, &p, doc, out);
+            }
+        }
+        Value::Array(a) if !leaf => a
+            .iter()
+            .for_each(|v| leaves(v, &format!("{path}[]"), doc, out)),
+        _ => out.push((path.to_owned(), type_of(v))),
+    }
+}
+
+fn compatible(documented: &str, actual: &str) -> bool {
+    let base = documented.trim_end_matches('?');
+    actual == base
+        || (actual == "null" && documented.ends_with('?'))
+        // A whole number where a number is documented is still a number.
+        || (actual == "integer" && base == "number")
+}
+
+#[test]
+fn the_json_matches_its_documented_schema() {
+    let server = Server::start();
+    let json = std::env::temp_dir().join(format!("loadgen-schema-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--target",
+            &server.url(),
+            "--mode",
+            "mixed",
+            "--users",
+            "4",
+            "--duration",
+            "1s",
+        ])
+        .args([
+            "--warmup",
+            "200ms",
+            "--rate",
+            "20",
+            "--poll-interval",
+            "200ms",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+
+    let doc = documented();
+    assert!(doc.len() > 50, "the fields table was not found");
+    let mut found = Vec::new();
+    leaves(&value, "", &doc, &mut found);
+    for (path, actual) in &found {
+        let ty = doc
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not documented in docs/results.md"));
+        assert!(
+            compatible(ty, actual),
+            "{path}: documented {ty}, found {actual}"
+        );
+    }
+    for path in doc.keys() {
+        assert!(
+            found.iter().any(|(p, _)| p == path),
+            "{path} is documented but not written"
+        );
+    }
+    // The names the browser page relies on.
+    let run = &value["runs"][0];
+    for field in [
+        "latency_us",
+        "deliveries",
+        "requests",
+        "send_lag_us",
+        "server",
+        "loadgen",
+    ] {
+        assert!(run[field].is_object(), "{field}");
+    }
+    assert!(run["bytes_received"].is_u64());
+    assert_eq!(value["runs"].as_array().unwrap().len(), 5);
+}
