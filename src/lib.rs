@@ -9,6 +9,7 @@
 //! - [`error`]: the JSON error answers.
 //! - [`metrics`]: Prometheus counters, labelled by transport.
 //! - [`limits`]: the connection limit.
+//! - [`listener`]: the accept loop, one HTTP/1.1 task per connection.
 //! - [`config`]: command-line flags and `LAB_*` environment variables.
 //! - [`server`]: [`run`], the one entry point that `main` and the tests drive.
 //! - [`web`]: the browser page, embedded in the binary.
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod room;
 pub mod routes;

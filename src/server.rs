@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,30 +37,25 @@ pub async fn run(
         let token = shutdown.clone();
         tokio::spawn(async move { state.rooms.expire_idle_clients_until(token).await })
     };
-    let app = router(state.clone());
-    // Latency is what the lab measures: every batch is one write, so Nagle only delays.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = tokio::spawn(async move { serve.await });
-    shutdown.cancelled().await;
+    let connections = tokio_util::task::TaskTracker::new();
+    crate::listener::accept(
+        listener,
+        router(state.clone()),
+        shutdown.clone(),
+        connections.clone(),
+    )
+    .await;
     // Connections that still hold an answer get the grace period, then are dropped.
+    connections.close();
     state.sessions.close();
     let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let result = served.await;
+        connections.wait().await;
         state.sessions.wait().await;
-        result
     })
     .await;
     expiry.abort();
-    match finished {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(std::io::Error::other(join)),
-        Err(_) => {
-            tracing::warn!("connections still open after the grace period; closing them");
-            Ok(())
-        }
+    if finished.is_err() {
+        tracing::warn!("connections still open after the grace period; closing them");
     }
+    Ok(())
 }
