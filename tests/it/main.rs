@@ -3,6 +3,8 @@
 
 mod common;
 
+mod binary;
+
 mod disconnect;
 mod errors;
 mod limits;
