@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,6 +27,9 @@ use crate::target::Target;
 
 /// `after` beyond any id: a short poll with it answers the room's newest id.
 pub const NOW: u64 = 9_007_199_254_740_991;
+
+/// How long a connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TCP stream that adds every byte it reads to a shared counter.
 pub struct Counted {
@@ -93,8 +97,9 @@ impl Http {
         source: Option<IpAddr>,
         bytes: Arc<AtomicU64>,
     ) -> Result<Http, ClientError> {
-        let stream = tcp(target.addr, source)
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tcp(target.addr, source))
             .await
+            .map_err(|_| ClientError::Timeout)?
             .map_err(ClientError::Connect)?;
         let io = TokioIo::new(Counted {
             inner: stream,

@@ -21,6 +21,8 @@ pub enum ClientError {
     Sse(String),
     #[error("connection closed by the server")]
     Closed,
+    #[error("no answer in time")]
+    Timeout,
 }
 
 impl ClientError {
@@ -34,6 +36,7 @@ impl ClientError {
             ClientError::Ws(_) => "websocket",
             ClientError::Sse(_) => "sse",
             ClientError::Closed => "closed",
+            ClientError::Timeout => "timeout",
         }
     }
 }

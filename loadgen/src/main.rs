@@ -10,10 +10,19 @@ use clap::Parser;
 use loadgen::cli::Args;
 use loadgen::machine::{self, Machine};
 use loadgen::report::{self, Document, SCHEMA_VERSION, Tool};
-use loadgen::server::ChildServer;
+use loadgen::server::{ChildServer, SERVE_ARG, serve};
 use loadgen::{Target, runner};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(SERVE_ARG) {
+        return match serve(std::env::args().skip(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen (lab server): {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,10 @@ use crate::worker::WorkerCtx;
 /// Connections a worker opens at most per target for sending.
 const POOL: usize = 64;
 
+/// How long a POST may take before it counts as failed (a stalled server must not
+/// stall the run).
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a worker's senders did.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -151,7 +155,10 @@ async fn post(
     let text = wire::text_with_lag(lag, sh.scenario.message_bytes);
     let body = wire::post_body(&format!("u{sender}"), &text, sent_us);
     let path = format!("/rooms/{}/messages", sh.scenario.room);
-    let (status, answer) = http.post_json(&path, body).await.map_err(|e| e.kind())?;
+    let (status, answer) = tokio::time::timeout(POST_TIMEOUT, http.post_json(&path, body))
+        .await
+        .map_err(|_| ClientError::Timeout.kind())?
+        .map_err(|e| e.kind())?;
     pool.idle.borrow_mut().push(http);
     if status != StatusCode::CREATED {
         return Err(ClientError::Status {

@@ -1,6 +1,8 @@
 //! The server under test when no `--target` is given: the `lab` binary next to the
 //! loadgen's own executable, started as a child process on a free loopback port and
-//! stopped at the end (see docs/measurement.md for why a separate process).
+//! stopped at the end (see docs/measurement.md for why a separate process). When no
+//! `lab` binary has been built there, the child is this executable itself, which
+//! serves the lab library when its first argument is [`SERVE_ARG`].
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,6 +15,9 @@ use crate::target::Target;
 
 /// How long a child server has to answer `/healthz`.
 const READY: Duration = Duration::from_secs(10);
+
+/// The first argument that makes the loadgen executable serve the lab instead.
+pub const SERVE_ARG: &str = "__serve-lab";
 
 pub struct ChildServer {
     child: Child,
@@ -37,14 +42,22 @@ impl ChildServer {
 
     /// Starts `lab --addr 127.0.0.1:<free port> <extra args>` and waits until it is healthy.
     pub fn start(extra_args: &[String]) -> Result<ChildServer, LoadgenError> {
-        let lab = Self::binary()?;
+        let (lab, first) = match Self::binary() {
+            Ok(lab) => (lab, None),
+            Err(_) => (
+                std::env::current_exe()
+                    .map_err(LoadgenError::io("finding the loadgen executable"))?,
+                Some(SERVE_ARG),
+            ),
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(LoadgenError::io("finding a free port"))?
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(&lab);
-        cmd.arg("--addr")
+        cmd.args(first)
+            .arg("--addr")
             .arg(&addr)
             .args(extra_args)
             .stdin(Stdio::null())
@@ -85,6 +98,43 @@ impl ChildServer {
             }
         }
     }
+}
+
+/// Serves the lab in this process until SIGTERM or SIGINT, with the runtime the `lab`
+/// binary would use: the child when no `lab` binary is built. `args` are `lab`'s flags.
+pub fn serve(args: impl Iterator<Item = String>) -> Result<(), LoadgenError> {
+    use clap::Parser;
+    let config = lab::Config::parse_from(std::iter::once("lab".to_owned()).chain(args));
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = if config.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.threads);
+        builder
+    }
+    .enable_all()
+    .build()
+    .map_err(LoadgenError::io("starting the server runtime"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(LoadgenError::io(format!("listening on {}", config.addr)))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(LoadgenError::io("handling SIGTERM"))?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            token.cancel();
+        });
+        lab::run(listener, config, shutdown)
+            .await
+            .map_err(LoadgenError::io("serving"))
+    })
 }
 
 impl Drop for ChildServer {

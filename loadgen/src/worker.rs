@@ -102,6 +102,15 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
         .into_iter()
         .map(|plan| tokio::task::spawn_local((TRANSPORTS[plan.transport].run)(ctx.clone(), plan)))
         .collect();
+    // Requests and bytes are counted from the start of the counted window, like the
+    // deliveries they are compared with.
+    let at_window = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(job.window_start).await;
+            traffic(&ctx)
+        })
+    };
     let sent = sender::run(
         ctx.clone(),
         job.send_start,
@@ -117,13 +126,38 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+    let before = at_window.await.expect("the snapshot task does not panic");
+    let after = traffic(&ctx);
     let mut stats = ctx.stats.take();
-    for (s, b) in stats.iter_mut().zip(&ctx.bytes) {
-        s.bytes_received = b.load(std::sync::atomic::Ordering::Relaxed);
+    for (s, (b, a)) in stats.iter_mut().zip(before.iter().zip(after)) {
+        s.requests = a.requests - b.requests;
+        s.empty = a.empty - b.empty;
+        s.bytes_received = a.bytes - b.bytes;
     }
     WorkerReport {
         stats,
         users: records,
         sent,
     }
+}
+
+/// Requests, empty answers and bytes received so far, by transport.
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    requests: u64,
+    empty: u64,
+    bytes: u64,
+}
+
+fn traffic(ctx: &WorkerCtx) -> Vec<Traffic> {
+    let stats = ctx.stats.borrow();
+    stats
+        .iter()
+        .zip(&ctx.bytes)
+        .map(|(s, b)| Traffic {
+            requests: s.requests,
+            empty: s.empty,
+            bytes: b.load(std::sync::atomic::Ordering::Relaxed),
+        })
+        .collect()
 }

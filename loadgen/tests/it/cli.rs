@@ -112,21 +112,12 @@ fn a_run_against_a_target_prints_a_table_and_writes_json() {
     let _ = std::fs::remove_file(json);
 }
 
-#[test]
-fn without_a_target_it_starts_and_stops_a_child_lab() {
-    let lab = PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("lab");
-    if !lab.is_file() {
-        // `cargo test --workspace` builds it; `cargo test -p loadgen` alone may not.
-        eprintln!("skipped: no {} (run cargo test --workspace)", lab.display());
-        return;
-    }
-    let json = tmp("child.json");
-    let out = loadgen(
-        &short_run_args(json.to_str().unwrap())
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+fn child_run(exe: &std::path::Path, name: &str) {
+    let json = tmp(name);
+    let out = Command::new(exe)
+        .args(short_run_args(json.to_str().unwrap()))
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -136,8 +127,10 @@ fn without_a_target_it_starts_and_stops_a_child_lab() {
     assert_eq!(doc["server_process"], "child");
     let run = &doc["runs"][0];
     assert_eq!(run["deliveries"]["lost"], 0);
-    // CPU and memory of the child come from /proc: present and non-zero.
+    assert!(run["deliveries"]["received"].as_u64().unwrap() > 0);
+    // CPU and memory of the child come from /proc.
     assert!(run["server"]["rss_bytes"].as_f64().unwrap() > 0.0);
+    assert!(run["server"]["cpu_seconds"].as_f64().is_some());
     // The child is gone: its port no longer answers.
     let target = doc["targets"][0]
         .as_str()
@@ -148,4 +141,20 @@ fn without_a_target_it_starts_and_stops_a_child_lab() {
         "{target} still answers"
     );
     let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn without_a_target_it_starts_and_stops_a_child_server() {
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+    // A copy with no `lab` beside it runs the lab library in a child of itself.
+    let alone = tmp("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    let exe = alone.join("loadgen");
+    std::fs::copy(&built, &exe).unwrap();
+    child_run(&exe, "alone.json");
+    let _ = std::fs::remove_dir_all(alone);
+    // Beside a built `lab` (`cargo build`, `cargo test --workspace`), that is the child.
+    if built.with_file_name("lab").is_file() {
+        child_run(&built, "beside.json");
+    }
 }
