@@ -34,8 +34,8 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, fut)
 }
 
-/// `GET /healthz` answers `ok`.
-pub async fn health(target: &Target) -> Result<(), LoadgenError> {
+/// Connects to `target` and checks that `GET /healthz` answers `ok`; the connection.
+pub async fn health(target: &Target) -> Result<Http, LoadgenError> {
     let mut http = Http::open(target, None, Default::default())
         .await
         .map_err(|e| LoadgenError::Unreachable {
@@ -53,18 +53,12 @@ pub async fn health(target: &Target) -> Result<(), LoadgenError> {
     if body.trim_ascii() != b"ok" {
         return Err(not_lab("/healthz did not answer `ok`".into()));
     }
-    Ok(())
+    Ok(http)
 }
 
 /// The target is healthy and answers a short poll of `room`.
 async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
-    health(target).await?;
-    let mut http = Http::open(target, None, Default::default())
-        .await
-        .map_err(|e| LoadgenError::Unreachable {
-            target: target.url.clone(),
-            reason: e.to_string(),
-        })?;
+    let mut http = health(target).await?;
     http.newest(room).await.map_err(|e| LoadgenError::NotLab {
         target: target.url.clone(),
         reason: format!("short poll of room {room}: {e}"),

@@ -76,8 +76,7 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A short run of `users` users on `mix` with the command line's defaults
-    /// otherwise.
+    /// `users` users on `mix` in `room`, with the command line's defaults otherwise.
     pub fn new(mix: Mix, users: usize, room: &str) -> Scenario {
         Scenario {
             mix,

@@ -92,10 +92,9 @@ pub async fn run(ctx: Rc<WorkerCtx>, t0: Instant, window_start: Instant, end: In
         }
     }
     while tasks.join_next().await.is_some() {}
-    drop(pools);
-    Rc::try_unwrap(sent)
-        .map(RefCell::into_inner)
-        .unwrap_or_else(|rc| rc.borrow().clone())
+    Rc::into_inner(sent)
+        .expect("every send task has finished")
+        .into_inner()
 }
 
 async fn send_one(

@@ -88,7 +88,7 @@ impl ChildServer {
                 )));
             }
             match runner::block_on(runner::health(&self.target)) {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(LoadgenError::Server(format!(
                         "lab did not become healthy in {READY:?}: {e}"
