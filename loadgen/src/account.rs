@@ -79,9 +79,10 @@ pub fn rows(
                 cpu_seconds: m.cpu_seconds,
                 rss_bytes: m.rss_bytes,
                 bytes_sent,
+                // The process's CPU cannot be split between a mixed run's transports.
                 cpu_ms_per_1k_deliveries: m
                     .cpu_seconds
-                    .filter(|_| tally.received > 0)
+                    .filter(|_| tally.received > 0 && part_of.is_none())
                     .map(|c| c * 1e6 / tally.received as f64),
             }
         });
