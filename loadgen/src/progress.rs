@@ -22,7 +22,7 @@ pub fn bar(mode: &str, total: Duration, visible: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(total.as_secs().max(1));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len}s {msg}")
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len}s {wide_msg}")
             .expect("static template")
             .progress_chars("=> "),
     );

@@ -110,3 +110,21 @@ fn mixed_puts_all_transports_in_one_room() {
     let parts: u64 = rows[1..].iter().map(|r| r.deliveries.received).sum();
     assert_eq!(parts, rows[0].deliveries.received);
 }
+
+#[test]
+fn two_targets_are_driven_round_robin_and_accounted_apart() {
+    // Two independent servers: two rooms with their own id sequences.
+    let (a, b) = (Server::start(), Server::start());
+    let sc = short(Mix::Only(transport("sse")), 6, "modes-two-targets");
+    let r = loadgen::run(&[a.target.clone(), b.target.clone()], &sc)
+        .unwrap()
+        .remove(0);
+    let d = r.deliveries;
+    assert_eq!((d.lost, d.duplicated, d.out_of_order), (0, 0, 0), "{d:?}");
+    // Each user is owed what its own target published: about half of all messages.
+    assert_eq!(d.expected, d.received);
+    assert!(
+        d.expected < 6 * r.messages.sent && d.expected > 2 * r.messages.sent,
+        "{d:?}"
+    );
+}
