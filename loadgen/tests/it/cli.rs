@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::common::Server;
+use crate::common::{Server, run_binary};
 
 fn loadgen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -64,66 +64,41 @@ fn a_server_that_does_not_speak_the_protocol_is_named() {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
-fn short_run_args(json: &str) -> Vec<String> {
-    [
-        "--mode",
-        "ws",
-        "--users",
-        "3",
-        "--duration",
-        "1s",
-        "--warmup",
-        "200ms",
-        "--rate",
-        "20",
-        "--quiet",
-        "--json",
-        json,
-    ]
-    .map(String::from)
-    .to_vec()
-}
+const SHORT_RUN: [&str; 13] = [
+    "--mode",
+    "ws",
+    "--users",
+    "3",
+    "--duration",
+    "1s",
+    "--warmup",
+    "200ms",
+    "--rate",
+    "20",
+    "--quiet",
+    "--server-arg=--threads=1",
+    "--seed=2",
+];
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("loadgen-{}-{name}", std::process::id()))
+fn loadgen_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
 }
 
 #[test]
 fn a_run_against_a_target_prints_a_table_and_writes_json() {
     let server = Server::start();
-    let json = tmp("target.json");
-    let mut args = short_run_args(json.to_str().unwrap());
-    args.extend(["--target".into(), server.url()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let url = server.url();
+    let mut args = SHORT_RUN.to_vec();
+    args.extend(["--target", &url]);
+    let (table, doc) = run_binary(&loadgen_exe(), &args);
     assert!(table.starts_with("mode"), "{table}");
     assert!(table.lines().nth(1).unwrap().starts_with("ws "), "{table}");
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["server_process"], "external");
     assert_eq!(doc["runs"][0]["deliveries"]["lost"], 0);
-    let _ = std::fs::remove_file(json);
 }
 
-fn child_run(exe: &std::path::Path, name: &str) {
-    let json = tmp(name);
-    let out = Command::new(exe)
-        .args(short_run_args(json.to_str().unwrap()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+fn child_run(exe: &std::path::Path) {
+    let (_, doc) = run_binary(exe, &SHORT_RUN);
     assert_eq!(doc["server_process"], "child");
     let run = &doc["runs"][0];
     assert_eq!(run["deliveries"]["lost"], 0);
@@ -140,21 +115,20 @@ fn child_run(exe: &std::path::Path, name: &str) {
         std::net::TcpStream::connect(target).is_err(),
         "{target} still answers"
     );
-    let _ = std::fs::remove_file(json);
 }
 
 #[test]
 fn without_a_target_it_starts_and_stops_a_child_server() {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+    let built = loadgen_exe();
     // A copy with no `lab` beside it runs the lab library in a child of itself.
-    let alone = tmp("alone");
+    let alone = std::env::temp_dir().join(format!("loadgen-{}-alone", std::process::id()));
     std::fs::create_dir_all(&alone).unwrap();
     let exe = alone.join("loadgen");
     std::fs::copy(&built, &exe).unwrap();
-    child_run(&exe, "alone.json");
+    child_run(&exe);
     let _ = std::fs::remove_dir_all(alone);
     // Beside a built `lab` (`cargo build`, `cargo test --workspace`), that is the child.
     if built.with_file_name("lab").is_file() {
-        child_run(&built, "beside.json");
+        child_run(&built);
     }
 }

@@ -81,3 +81,25 @@ pub fn short(mix: Mix, users: usize, room: &str) -> Scenario {
 pub fn transport(name: &str) -> usize {
     loadgen::transport::Transport::index(name).unwrap()
 }
+
+/// Runs a loadgen executable with `args` plus `--json <temp file>`; its standard output
+/// and the JSON it wrote.
+pub fn run_binary(exe: &std::path::Path, args: &[&str]) -> (String, serde_json::Value) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let json = std::env::temp_dir().join(format!("loadgen-{}-{n}.json", std::process::id()));
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(json);
+    (String::from_utf8_lossy(&out.stdout).into_owned(), doc)
+}

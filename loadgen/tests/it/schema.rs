@@ -2,11 +2,10 @@
 //! field it has is documented with its type, and every documented field is there.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::Server;
+use crate::common::{Server, run_binary};
 
 /// `path -> type` from the rows of the fields table: "| `path` | `type` | ... |".
 fn documented() -> BTreeMap<String, String> {
@@ -70,38 +69,28 @@ fn compatible(documented: &str, actual: &str) -> bool {
 #[test]
 fn the_json_matches_its_documented_schema() {
     let server = Server::start();
-    let json = std::env::temp_dir().join(format!("loadgen-schema-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--target",
-            &server.url(),
-            "--mode",
-            "mixed",
-            "--users",
-            "4",
-            "--duration",
-            "1s",
-        ])
-        .args([
-            "--warmup",
-            "200ms",
-            "--rate",
-            "20",
-            "--poll-interval",
-            "200ms",
-            "--quiet",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json);
+    let url = server.url();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_loadgen"));
+    let args = [
+        "--target",
+        &url,
+        "--mode",
+        "mixed",
+        "--users",
+        "4",
+        "--duration",
+        "1s",
+    ];
+    let more = [
+        "--warmup",
+        "200ms",
+        "--rate",
+        "20",
+        "--poll-interval",
+        "200ms",
+        "--quiet",
+    ];
+    let (_, value) = run_binary(exe, &[&args[..], &more[..]].concat());
 
     let doc = documented();
     assert!(doc.len() > 50, "the fields table was not found");
