@@ -44,24 +44,29 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("loadgen-{now}"));
 
-    let child = match args.target.is_empty() {
-        true => Some(ChildServer::start(&args.server_arg)?),
-        false => None,
-    };
-    let targets: Vec<Target> = match &child {
-        Some(c) => vec![c.target.clone()],
-        None => args
-            .target
-            .iter()
-            .map(|t| Target::parse(t))
-            .collect::<Result<_, _>>()?,
-    };
+    let given: Vec<Target> = args
+        .target
+        .iter()
+        .map(|t| Target::parse(t))
+        .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
+    let mut urls: Vec<String> = given.iter().map(|t| t.url.clone()).collect();
     for mix in args.mixes() {
-        let sc = args.scenario(mix, &room);
-        rows.extend(runner::run(&targets, &sc)?);
+        // Without --target, a fresh child server per mode: no mode inherits another's
+        // memory or warm caches.
+        let child = match given.is_empty() {
+            true => Some(ChildServer::start(&args.server_arg)?),
+            false => None,
+        };
+        let targets = match &child {
+            Some(c) => vec![c.target.clone()],
+            None => given.clone(),
+        };
+        rows.extend(runner::run(&targets, &args.scenario(mix, &room))?);
+        if let Some(c) = &child {
+            urls.push(c.target.url.clone());
+        }
     }
-    drop(child);
 
     print!("{}", report::table(&rows));
     let mode = args
@@ -90,7 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "external"
         }
         .into(),
-        targets: targets.iter().map(|t| t.url.clone()).collect(),
+        targets: urls,
         config: args.config_json(&room),
         runs: rows,
     };
