@@ -8,17 +8,21 @@
 //! - [`routes`]: the routes every transport shares: sending, health, metrics, the page.
 //! - [`error`]: the JSON error answers.
 //! - [`metrics`]: Prometheus counters, labelled by transport.
+//! - [`process_stats`]: process CPU, memory and file descriptors from /proc.
 //! - [`limits`]: the connection limit.
 //! - [`listener`]: the accept loop, one HTTP/1.1 task per connection.
 //! - [`config`]: command-line flags and `LAB_*` environment variables.
 //! - [`server`]: [`run`], the one entry point that `main` and the tests drive.
+//! - [`launch`]: running as a process: file limit, runtime, signals.
 //! - [`web`]: the browser page, embedded in the binary.
 
 pub mod config;
 pub mod error;
+pub mod launch;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod process_stats;
 pub mod room;
 pub mod routes;
 pub mod server;

@@ -64,11 +64,8 @@ impl Metrics {
         registry
             .register(Box::new(messages_published.clone()))
             .unwrap();
-        #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(crate::process_stats::ProcessStats::new()))
             .unwrap();
 
         let transports = transports

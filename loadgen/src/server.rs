@@ -105,36 +105,7 @@ impl ChildServer {
 pub fn serve(args: impl Iterator<Item = String>) -> Result<(), LoadgenError> {
     use clap::Parser;
     let config = lab::Config::parse_from(std::iter::once("lab".to_owned()).chain(args));
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = if config.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(config.threads);
-        builder
-    }
-    .enable_all()
-    .build()
-    .map_err(LoadgenError::io("starting the server runtime"))?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.addr)
-            .await
-            .map_err(LoadgenError::io(format!("listening on {}", config.addr)))?;
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let token = shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(LoadgenError::io("handling SIGTERM"))?;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            token.cancel();
-        });
-        lab::run(listener, config, shutdown)
-            .await
-            .map_err(LoadgenError::io("serving"))
-    })
+    lab::launch::serve_until_signal(config).map_err(LoadgenError::io("serving"))
 }
 
 impl Drop for ChildServer {
