@@ -3,6 +3,7 @@
 //! The body is a stream of ready-made event bytes: all messages waiting for this
 //! reader are joined into one chunk, so a burst costs one write, not one per message.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,8 @@ use axum::routing::get;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::common;
 use crate::error::ApiError;
@@ -61,11 +63,14 @@ async fn events(
     };
     let room = common::room(&state, &room)?;
     let slot = state.connections.acquire(&metrics.open_connections)?;
+    let keep_alive = Duration::from_millis(state.config.sse_keepalive_ms);
     let stream = EventStream {
         subscription: room.subscribe(after),
         metrics: metrics.clone(),
-        keep_alive: Duration::from_millis(state.config.sse_keepalive_ms),
-        shutdown: state.shutdown.clone(),
+        keep_alive,
+        quiet_since: Instant::now(),
+        keep_alive_timer: Box::pin(tokio::time::sleep(keep_alive)),
+        stop: Box::pin(state.shutdown.clone().cancelled_owned()),
         _slot: slot,
     };
     let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
@@ -98,18 +103,37 @@ struct EventStream {
     subscription: Subscription,
     metrics: TransportMetrics,
     keep_alive: Duration,
-    shutdown: CancellationToken,
+    /// When the stream last sent anything.
+    quiet_since: Instant,
+    // The timer and the cancellation future are made once per stream, not once per
+    // chunk: re-arming a timer for every delivery costs more than the delivery.
+    keep_alive_timer: Pin<Box<Sleep>>,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
     _slot: ConnectionGuard,
 }
 
 impl EventStream {
     /// The next chunk to write, or `None` when the server is stopping.
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => None,
-            batch = self.subscription.next(BATCH) => Some(self.encode(batch)),
-            _ = tokio::time::sleep(self.keep_alive) => Some(Bytes::from_static(b": keep-alive\n\n")),
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut self.stop => return None,
+                batch = self.subscription.next(BATCH) => {
+                    self.quiet_since = Instant::now();
+                    return Some(self.encode(batch));
+                }
+                _ = &mut self.keep_alive_timer => {
+                    let due = self.quiet_since + self.keep_alive;
+                    let now = Instant::now();
+                    if now >= due {
+                        self.quiet_since = now;
+                        self.keep_alive_timer.as_mut().reset(now + self.keep_alive);
+                        return Some(Bytes::from_static(b": keep-alive\n\n"));
+                    }
+                    self.keep_alive_timer.as_mut().reset(due);
+                }
+            }
         }
     }
 

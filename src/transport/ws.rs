@@ -4,6 +4,7 @@
 //! ready as one batch with one flush, reads frames the client sends, pings an idle
 //! peer and closes one that stops answering.
 
+use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use tokio::time::{Instant, interval_at, timeout};
 use tokio_tungstenite::tungstenite;
@@ -104,13 +105,22 @@ impl Session {
         let write_limit = every * 2;
         let mut ping = interval_at(Instant::now() + every, every);
         let mut heard_since_ping = true;
-        let shutdown = self.state.shutdown.clone();
+        // Made once: a fresh cancellation future per loop would re-register every time.
+        let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
         loop {
+            // Biased, messages before reads: a delivery does not pay for polling a socket
+            // that has nothing to read; under sustained overload frames from the client
+            // wait until the reader has caught up.
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut stop => {
                     close(&mut socket, close_code::AWAY, "server shutting down").await;
                     return;
+                }
+                batch = self.subscription.next(BATCH) => {
+                    if !write_within(write_limit, write_batch(&mut socket, batch, &self.metrics)).await {
+                        return;
+                    }
                 }
                 incoming = socket.recv() => {
                     heard_since_ping = true;
@@ -142,12 +152,6 @@ impl Session {
                         }
                     }
                 }
-                batch = self.subscription.next(BATCH) => {
-                    match timeout(write_limit, write_batch(&mut socket, batch, &self.metrics)).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
-                    }
-                }
                 _ = ping.tick() => {
                     if !heard_since_ping {
                         return;
@@ -176,6 +180,19 @@ impl Session {
         let room: &Room = self.subscription.room();
         common::publish(&self.state, room, &draft).map(|_| ())
     }
+}
+
+/// Runs a write, giving up after `limit`. Most writes complete at once; a timer is armed
+/// only for one that has to wait for the socket.
+async fn write_within(
+    limit: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> bool {
+    let mut write = pin!(write);
+    if let Some(done) = (&mut write).now_or_never() {
+        return done.is_ok();
+    }
+    matches!(timeout(limit, write).await, Ok(Ok(())))
 }
 
 /// Writes a gap notice and the batch's messages, then flushes once.
