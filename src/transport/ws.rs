@@ -31,9 +31,11 @@ pub const NAME: &str = "ws";
 
 /// Most messages written between two flushes.
 const BATCH: usize = 256;
-/// Per-socket read buffer. tungstenite's default (128 KiB) is zero-filled, so every
-/// idle socket would hold 128 KiB resident.
-const READ_BUFFER: usize = 4096;
+/// Per-socket read buffer. tungstenite zero-fills it up to this size before every read
+/// attempt, so it is both resident memory for every idle socket (the default, 128 KiB,
+/// made each socket cost 134 KiB) and a memset per read. Clients send small frames;
+/// a larger frame grows the buffer as far as it needs.
+const READ_BUFFER: usize = 512;
 /// Writes are buffered up to this much before they go to the socket without a flush.
 const WRITE_BUFFER: usize = 64 * 1024;
 
