@@ -80,19 +80,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The newest `*.json` the load generator wrote under `--results-dir`.
-async fn latest_results(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// The newest `*.json` the load generator wrote under `--results-dir`, or 204 when there
+/// is none yet (an expected state, so not an error a browser would log).
+async fn latest_results(State(state): State<AppState>) -> Response {
     let dir = state.config.results_dir.clone();
     let newest = tokio::task::spawn_blocking(move || newest_json(&dir))
         .await
         .ok()
         .flatten();
     match newest {
-        Some(body) => Ok(common::json_response(StatusCode::OK, body.into())),
-        None => Err(ApiError::NotFound(
-            "no load-generator results yet: run `cargo run --release --bin loadgen -- --mode all`"
-                .into(),
-        )),
+        Some(body) => common::json_response(StatusCode::OK, body.into()),
+        None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 

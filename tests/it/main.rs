@@ -11,6 +11,7 @@ mod limits;
 mod long_poll;
 mod ordering;
 mod poll;
+mod results;
 mod resume;
 mod shutdown;
 mod slow_subscriber;

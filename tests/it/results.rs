@@ -1,0 +1,28 @@
+//! `/api/results/latest`: the newest load-generator run, or 204 when there is none.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_newest_results_file_is_served_and_none_is_204() {
+    let dir = std::env::temp_dir().join(format!("lab-results-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = config();
+    config.results_dir = dir.clone();
+    let server = TestServer::with(config).await;
+    let url = server.url("/api/results/latest");
+
+    let none = server.http.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), 204);
+
+    std::fs::write(dir.join("old.json"), r#"{"runs":[],"name":"old"}"#).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.join("new.json"), r#"{"runs":[],"name":"new"}"#).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a run").unwrap();
+    let (status, body) = server.get_json("/api/results/latest").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"], "new");
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
