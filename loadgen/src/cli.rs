@@ -15,6 +15,8 @@ use crate::transport::{TRANSPORTS, Transport};
     version,
     about = "Drive simulated users against the transport lab and measure what they got",
     after_help = "Without --target, starts the `lab` binary next to this executable on a free port.\n\
+                  Also: `loadgen sweep --help` (modes x users x rates, repeated, with a report) and\n\
+                  `loadgen step-up --help` (clients added until latency passes a limit).\n\
                   See docs/measurement.md for what is measured and docs/results.md for the JSON."
 )]
 pub struct Args {

@@ -17,6 +17,8 @@
 //! - [`metrics`]: the server's `/metrics`; [`machine`]: machine facts and own CPU.
 //! - [`report`]: JSON, CSV and the table; [`progress`]: the progress bar.
 //! - [`server`]: the child `lab` server used when no target is given.
+//! - [`sweep`]: `loadgen sweep`, the repeated comparison and its report;
+//!   [`stepup`]: `loadgen step-up`, clients added until latency passes a limit.
 //! - [`clock`], [`target`], [`error`]: small shared pieces.
 //!
 //! The policy these implement is written down in docs/measurement.md; the JSON schema
@@ -36,6 +38,8 @@ pub mod scenario;
 pub mod sender;
 pub mod server;
 pub mod stats;
+pub mod stepup;
+pub mod sweep;
 pub mod target;
 pub mod tracker;
 pub mod transport;

@@ -1,9 +1,9 @@
 //! Facts about where a run happened: the machine (cores, memory, kernel), the tool's
 //! version and git commit, and this process's own CPU time (`getrusage`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cores: usize,
     pub memory_bytes: Option<u64>,

@@ -1,16 +1,17 @@
 //! `loadgen`: parse the flags, start a child server unless `--target` is given, run
-//! the modes, print the table and write the JSON (and CSV).
+//! the modes, print the table and write the JSON (and CSV). `loadgen sweep` and
+//! `loadgen step-up` hand over to their modules.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
 use loadgen::cli::Args;
-use loadgen::machine::{self, Machine};
-use loadgen::report::{self, Document, SCHEMA_VERSION, Tool};
+use loadgen::report::{self, Document};
 use loadgen::server::{ChildServer, SERVE_ARG, serve};
+use loadgen::stepup::{self, StepUpArgs};
+use loadgen::sweep::args::SweepArgs;
 use loadgen::{Target, runner};
 
 fn main() -> ExitCode {
@@ -23,8 +24,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = Args::parse();
-    match run(&args) {
+    let result = match std::env::args().nth(1).as_deref() {
+        Some("sweep") => sweep(SweepArgs::parse_from(std::env::args().skip(1))),
+        Some("step-up") => {
+            let _ = rlimit::increase_nofile_limit(u64::MAX);
+            stepup::step_up(&StepUpArgs::parse_from(std::env::args().skip(1)))
+                .map(|dir| eprintln!("wrote {}", dir.display()))
+                .map_err(Into::into)
+        }
+        _ => run(&Args::parse()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: {e:#}");
@@ -33,12 +43,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `loadgen sweep`: a whole sweep, or just its report again.
+fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    if let Some(dir) = &args.report_only {
+        loadgen::sweep::write_report(dir)?;
+        eprintln!("wrote {}", dir.join("report.html").display());
+        return Ok(());
+    }
+    let plan = args.plan()?;
+    let targets: Vec<Target> = args
+        .target
+        .iter()
+        .map(|t| Target::parse(t))
+        .collect::<Result<_, _>>()?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let dir = loadgen::sweep::sweep(&plan, &args.out, &targets, command, args.quiet)?;
+    eprintln!("wrote {}", dir.join("report.html").display());
+    Ok(())
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     // Each user holds a socket: as many files as the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = report::unix_now();
     let room = args
         .room
         .clone()
@@ -80,34 +108,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         mode
     };
-    let doc = Document {
-        schema_version: SCHEMA_VERSION,
-        tool: Tool {
-            name: "loadgen".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            git_commit: machine::git_commit(),
-        },
-        created_unix_s: now,
-        machine: Machine::detect(),
-        server_process: if args.target.is_empty() {
-            "child"
-        } else {
-            "external"
-        }
-        .into(),
-        targets: urls,
-        config: args.config_json(&room),
-        runs: rows,
+    let server_process = if args.target.is_empty() {
+        "child"
+    } else {
+        "external"
     };
+    let mut doc = Document::new(args.config_json(&room), server_process, urls, rows);
+    doc.created_unix_s = now;
     let json = args
         .json
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("results/runs/run-{now}-{mode}.json")));
-    if let Some(dir) = json.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(&doc)?;
-    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    doc.write(&json)?;
     eprintln!("wrote {}", json.display());
     if let Some(csv) = &args.csv {
         std::fs::write(csv, report::csv(&doc.runs))

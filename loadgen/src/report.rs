@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 use crate::stats::Summary;
@@ -28,7 +28,51 @@ pub struct Document {
     pub runs: Vec<RunResult>,
 }
 
-#[derive(Debug, Serialize)]
+impl Document {
+    /// A document for `runs` made now, on this machine, by this tool.
+    pub fn new(
+        config: serde_json::Value,
+        server_process: &str,
+        targets: Vec<String>,
+        runs: Vec<RunResult>,
+    ) -> Document {
+        Document {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool {
+                name: "loadgen".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                git_commit: crate::machine::git_commit(),
+            },
+            created_unix_s: unix_now(),
+            machine: Machine::detect(),
+            server_process: server_process.into(),
+            targets,
+            config,
+            runs,
+        }
+    }
+
+    /// Writes the document as pretty JSON to `path`, making its folder.
+    pub fn write(&self, path: &std::path::Path) -> Result<(), crate::LoadgenError> {
+        use crate::LoadgenError;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(LoadgenError::io(format!("creating {}", dir.display())))?;
+        }
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n")
+            .map_err(LoadgenError::io(format!("writing {}", path.display())))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
     pub version: String,

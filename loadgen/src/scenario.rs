@@ -99,6 +99,35 @@ impl Scenario {
         }
     }
 
+    /// The settings as the JSON's `config` (docs/results.md), for runs not made from
+    /// the command line's flags (a sweep's).
+    pub fn config_json(&self, target: &[String], server_args: &[String]) -> serde_json::Value {
+        let kinds = match self.mix {
+            Mix::Only(_) => 1,
+            Mix::Mixed => TRANSPORTS.len(),
+        };
+        serde_json::json!({
+            "target": target,
+            "mode": self.mix.name(),
+            "users": self.users,
+            "duration_s": self.duration.as_secs_f64(),
+            "warmup_s": self.warmup.as_secs_f64(),
+            "senders": self.senders,
+            "rate": self.rate,
+            "message_bytes": self.message_bytes,
+            "poll_interval_s": self.poll_interval.as_secs_f64(),
+            "long_poll_timeout_s": self.long_poll_timeout.as_secs_f64(),
+            "ramp_up": self.ramp_up,
+            "drain_timeout_s": self.drain_timeout.as_secs_f64(),
+            "room": self.room,
+            "seed": self.seed,
+            "threads": self.threads,
+            "source_addrs": self.source_addrs,
+            "churn": self.churn.len() / kinds,
+            "server_args": server_args,
+        })
+    }
+
     /// Time to start every user.
     pub fn ramp_time(&self) -> Duration {
         Duration::from_secs_f64(self.users as f64 / self.ramp_up)

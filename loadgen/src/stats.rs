@@ -55,6 +55,15 @@ pub fn to_base64(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
+/// The histogram [`to_base64`] wrote, or `None` if `text` is not one.
+pub fn from_base64(text: &str) -> Option<Histogram<u64>> {
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    Deserializer::new().deserialize(&mut &bytes[..]).ok()
+}
+
 /// What one transport's users on one worker recorded.
 #[derive(Debug, Clone)]
 pub struct TransportStats {
@@ -154,5 +163,7 @@ mod tests {
             .unwrap();
         let back: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).unwrap();
         assert_eq!(back, a.latency);
+        assert_eq!(from_base64(&to_base64(&a.latency)), Some(a.latency.clone()));
+        assert_eq!(from_base64("not base64!"), None);
     }
 }

@@ -8,4 +8,5 @@ mod cli;
 mod modes;
 mod observer;
 mod schema;
+mod sweep;
 mod transports;

@@ -1,0 +1,344 @@
+//! One run of a sweep as one flat record: the figures the report compares, taken
+//! from the run's result row, and the CSV that holds them (written after every run,
+//! read back to re-render a report without running again).
+
+use std::fmt::Write as _;
+
+use crate::error::LoadgenError;
+use crate::report::RunResult;
+use crate::scenario::Scenario;
+use crate::stats;
+
+/// The figures of one run. Times in milliseconds, memory in bytes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Record {
+    pub mode: String,
+    pub users: usize,
+    pub rate: f64,
+    /// 1-based.
+    pub repeat: usize,
+    pub duration_s: f64,
+    /// The counted window plus the drain, as timed around the run.
+    pub counted_s: f64,
+    pub poll_interval_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub due_p99_ms: f64,
+    pub lag_p99_ms: f64,
+    pub connect_p50_ms: f64,
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub sent: u64,
+    pub requests: u64,
+    pub bytes_received: u64,
+    pub server_cpu_s: Option<f64>,
+    pub server_rss_bytes: Option<f64>,
+    /// The server's resident memory before any user connected.
+    pub server_rss_base_bytes: Option<f64>,
+    pub loadgen_cpu_s: f64,
+    /// `kind=count` pairs joined by `;`.
+    pub errors: String,
+    /// The run's JSON file, relative to the sweep folder.
+    pub json: String,
+    /// The room (its name is part of every message's JSON).
+    pub room: String,
+    /// Users that sent (named `u0`, `u1`, ...).
+    pub senders: u64,
+}
+
+const COLUMNS: [&str; 31] = [
+    "mode",
+    "users",
+    "rate",
+    "repeat",
+    "duration_s",
+    "counted_s",
+    "poll_interval_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "due_p99_ms",
+    "lag_p99_ms",
+    "connect_p50_ms",
+    "expected",
+    "received",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "sent",
+    "requests",
+    "bytes_received",
+    "server_cpu_s",
+    "server_rss_bytes",
+    "server_rss_base_bytes",
+    "loadgen_cpu_s",
+    "errors",
+    "json",
+    "room",
+    "senders",
+    // Derived, for reading the CSV by eye; not read back.
+    "requests_per_delivery",
+];
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Record {
+    /// The record of `row`, repeat `repeat` of a run at `rate`.
+    pub fn of(row: &RunResult, sc: &Scenario, repeat: usize) -> Record {
+        let (rate, poll_interval_s) = (sc.rate, sc.poll_interval.as_secs_f64());
+        let p95 = stats::from_base64(&row.histograms.latency_us).map_or(0, |h| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(0.95)
+            }
+        });
+        let d = &row.deliveries;
+        Record {
+            mode: row.mode.clone(),
+            users: row.users,
+            rate,
+            repeat,
+            duration_s: row.duration_s,
+            counted_s: row.duration_s,
+            poll_interval_s,
+            p50_ms: ms(row.latency_us.p50),
+            p95_ms: ms(p95),
+            p99_ms: ms(row.latency_us.p99),
+            max_ms: ms(row.latency_us.max),
+            due_p99_ms: ms(row.latency_from_due_us.p99),
+            lag_p99_ms: ms(row.send_lag_us.p99),
+            connect_p50_ms: ms(row.connect_us.p50),
+            expected: d.expected,
+            received: d.received,
+            lost: d.lost,
+            duplicated: d.duplicated,
+            out_of_order: d.out_of_order,
+            sent: row.messages.sent,
+            requests: row.requests.total,
+            bytes_received: row.bytes_received,
+            server_cpu_s: row.server.cpu_seconds,
+            server_rss_bytes: row.server.rss_bytes,
+            server_rss_base_bytes: None,
+            loadgen_cpu_s: row.loadgen.cpu_seconds,
+            errors: row
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+            json: String::new(),
+            room: sc.room.clone(),
+            senders: sc.senders as u64,
+        }
+    }
+
+    fn per_delivery(&self, v: f64) -> Option<f64> {
+        (self.received > 0).then(|| v / self.received as f64)
+    }
+
+    /// HTTP requests made by receivers per delivered message.
+    pub fn requests_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.requests as f64)
+    }
+
+    /// Bytes the receivers read per delivered message, headers and framing included.
+    pub fn bytes_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.bytes_received as f64)
+    }
+
+    /// Server CPU milliseconds per 1,000 deliveries.
+    pub fn server_cpu_ms_per_1k(&self) -> Option<f64> {
+        self.per_delivery(self.server_cpu_s? * 1e6)
+    }
+
+    /// Loadgen CPU milliseconds per 1,000 deliveries.
+    pub fn loadgen_cpu_ms_per_1k(&self) -> Option<f64> {
+        self.per_delivery(self.loadgen_cpu_s * 1e6)
+    }
+
+    /// Server memory per connected user: growth over the empty server's, when known.
+    pub fn server_bytes_per_user(&self) -> Option<f64> {
+        let end = self.server_rss_bytes?;
+        let grown = end - self.server_rss_base_bytes.unwrap_or(0.0);
+        (self.users > 0).then(|| grown.max(0.0) / self.users as f64)
+    }
+
+    /// Receiver requests per second over the counted window and the drain.
+    pub fn requests_per_s(&self) -> Option<f64> {
+        (self.counted_s > 0.0).then(|| self.requests as f64 / self.counted_s)
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let o = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v}"));
+        vec![
+            self.mode.clone(),
+            self.users.to_string(),
+            self.rate.to_string(),
+            self.repeat.to_string(),
+            self.duration_s.to_string(),
+            format!("{:.3}", self.counted_s),
+            self.poll_interval_s.to_string(),
+            self.p50_ms.to_string(),
+            self.p95_ms.to_string(),
+            self.p99_ms.to_string(),
+            self.max_ms.to_string(),
+            self.due_p99_ms.to_string(),
+            self.lag_p99_ms.to_string(),
+            self.connect_p50_ms.to_string(),
+            self.expected.to_string(),
+            self.received.to_string(),
+            self.lost.to_string(),
+            self.duplicated.to_string(),
+            self.out_of_order.to_string(),
+            self.sent.to_string(),
+            self.requests.to_string(),
+            self.bytes_received.to_string(),
+            o(self.server_cpu_s),
+            o(self.server_rss_bytes),
+            o(self.server_rss_base_bytes),
+            format!("{:.3}", self.loadgen_cpu_s),
+            self.errors.clone(),
+            self.json.clone(),
+            self.room.clone(),
+            self.senders.to_string(),
+            self.requests_per_delivery()
+                .map_or_else(String::new, |v| format!("{v:.4}")),
+        ]
+    }
+
+    fn parse(line: &str) -> Result<Record, String> {
+        let c: Vec<&str> = line.split(',').collect();
+        if c.len() != COLUMNS.len() {
+            return Err(format!("{} cells, expected {}", c.len(), COLUMNS.len()));
+        }
+        let f = |i: usize| -> Result<f64, String> {
+            c[i].parse()
+                .map_err(|_| format!("{}: {:?}", COLUMNS[i], c[i]))
+        };
+        let u = |i: usize| -> Result<u64, String> {
+            c[i].parse()
+                .map_err(|_| format!("{}: {:?}", COLUMNS[i], c[i]))
+        };
+        let o = |i: usize| -> Result<Option<f64>, String> {
+            if c[i].is_empty() {
+                Ok(None)
+            } else {
+                f(i).map(Some)
+            }
+        };
+        Ok(Record {
+            mode: c[0].to_owned(),
+            users: u(1)? as usize,
+            rate: f(2)?,
+            repeat: u(3)? as usize,
+            duration_s: f(4)?,
+            counted_s: f(5)?,
+            poll_interval_s: f(6)?,
+            p50_ms: f(7)?,
+            p95_ms: f(8)?,
+            p99_ms: f(9)?,
+            max_ms: f(10)?,
+            due_p99_ms: f(11)?,
+            lag_p99_ms: f(12)?,
+            connect_p50_ms: f(13)?,
+            expected: u(14)?,
+            received: u(15)?,
+            lost: u(16)?,
+            duplicated: u(17)?,
+            out_of_order: u(18)?,
+            sent: u(19)?,
+            requests: u(20)?,
+            bytes_received: u(21)?,
+            server_cpu_s: o(22)?,
+            server_rss_bytes: o(23)?,
+            server_rss_base_bytes: o(24)?,
+            loadgen_cpu_s: f(25)?,
+            errors: c[26].to_owned(),
+            json: c[27].to_owned(),
+            room: c[28].to_owned(),
+            senders: u(29)?,
+        })
+    }
+}
+
+/// The CSV of `records`: a header line, then one line per run.
+pub fn csv(records: &[Record]) -> String {
+    let mut out = COLUMNS.join(",");
+    out.push('\n');
+    for r in records {
+        let _ = writeln!(out, "{}", r.cells().join(","));
+    }
+    out
+}
+
+/// Reads a CSV written by [`csv`].
+pub fn parse_csv(text: &str) -> Result<Vec<Record>, LoadgenError> {
+    let mut lines = text.lines();
+    if lines.next() != Some(COLUMNS.join(",").as_str()) {
+        return Err(LoadgenError::BadFlag(
+            "summary CSV: not a sweep summary (header differs)".into(),
+        ));
+    }
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            Record::parse(l)
+                .map_err(|e| LoadgenError::BadFlag(format!("summary CSV line {}: {e}", i + 2)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> Record {
+        Record {
+            mode: "ws".into(),
+            users: 100,
+            rate: 10.0,
+            repeat: 1,
+            duration_s: 8.0,
+            counted_s: 8.25,
+            poll_interval_s: 1.0,
+            p50_ms: 1.5,
+            p95_ms: 2.0,
+            p99_ms: 3.25,
+            received: 8000,
+            expected: 8000,
+            requests: 100,
+            bytes_received: 1_600_000,
+            server_cpu_s: Some(0.4),
+            server_rss_bytes: Some(12e6),
+            server_rss_base_bytes: Some(10e6),
+            loadgen_cpu_s: 0.5,
+            errors: "closed=1;timeout=2".into(),
+            json: "runs/ws-u100-r10-1.json".into(),
+            room: "r".into(),
+            senders: 100,
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_csv_reads_back_what_it_wrote() {
+        let r = sample();
+        let text = csv(&[r.clone(), r.clone()]);
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!(parse_csv(&text).unwrap(), vec![r.clone(), r.clone()]);
+        assert_eq!(r.bytes_per_delivery(), Some(200.0));
+        assert_eq!(r.server_cpu_ms_per_1k(), Some(50.0));
+        assert_eq!(r.server_bytes_per_user(), Some(20_000.0));
+        assert!(parse_csv("a,b\n").is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The report's opening: a few plain sentences drawn from the medians (which mode has
+//! the lowest tail latency at each user count and by how much, what each costs per
+//! delivery, whether anything was lost).
+
+use std::fmt::Write as _;
+
+use super::points::{Figure, PointRuns};
+
+/// How people call a mode.
+pub fn title(mode: &str) -> String {
+    match mode {
+        "poll" => "short polling".into(),
+        "long-poll" => "long polling".into(),
+        "sse" => "SSE".into(),
+        "ws" => "WebSocket".into(),
+        other => other.into(),
+    }
+}
+
+/// `1,000`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A latency in ms with sensible digits.
+pub fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} ms")
+    } else if v >= 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+fn complete(p: &PointRuns) -> bool {
+    let [expected, received, _, dup, _] = p.deliveries();
+    expected > 0 && received == expected && dup == 0
+}
+
+/// The sentences, for the points at `rate` (the main one) and the others.
+pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
+    let Some(&rate) = rates.first() else {
+        return vec!["No runs finished.".into()];
+    };
+    let own: Vec<&PointRuns> = points
+        .iter()
+        .filter(|p| p.rate == rate && !p.mode.starts_with("mixed"))
+        .collect();
+    let mut users: Vec<usize> = own.iter().map(|p| p.users).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut out = Vec::new();
+
+    // Lowest p99 per user count, among points that delivered everything exactly once.
+    let mut lines = Vec::new();
+    let mut winners = Vec::new();
+    for &u in &users {
+        let mut at: Vec<(&PointRuns, f64)> = own
+            .iter()
+            .filter(|p| p.users == u && complete(p))
+            .filter_map(|p| Some((*p, p.median(Figure::P99Ms)?)))
+            .collect();
+        at.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let Some(&(best, b99)) = at.first() else {
+            continue;
+        };
+        winners.push(best.mode.clone());
+        let mut s = format!("{} users: {} {}", thousands(u), title(&best.mode), ms(b99));
+        if let Some(&(next, n99)) = at.get(1) {
+            let _ = write!(
+                s,
+                ", {:.1}x lower than {} ({})",
+                n99 / b99.max(1e-3),
+                title(&next.mode),
+                ms(n99)
+            );
+        }
+        lines.push(s);
+    }
+    if !lines.is_empty() {
+        let same = winners.windows(2).all(|w| w[0] == w[1]);
+        let head = if same {
+            format!(
+                "At {rate} msg/s, {} has the lowest p99 latency at every user count measured",
+                title(&winners[0])
+            )
+        } else {
+            format!("At {rate} msg/s, the lowest p99 latency by user count")
+        };
+        out.push(format!("{head} ({}).", lines.join("; ")));
+    }
+
+    // Short polling is bound by its interval, not by load.
+    if let Some(p) = own
+        .iter()
+        .filter(|p| p.mode == "poll")
+        .max_by_key(|p| p.users)
+    {
+        if let (Some(p50), Some(first)) = (p.median(Figure::P50Ms), p.runs.first()) {
+            out.push(format!(
+                "Short polling's latency is set by its {:.1} s interval (p50 {} at {} users, about half of it) \
+                 and it makes {} requests per delivered message there.",
+                first.poll_interval_s,
+                ms(p50),
+                thousands(p.users),
+                p.median(Figure::RequestsPerDelivery)
+                    .map_or("?".into(), |r| format!("{r:.2}"))
+            ));
+        }
+    }
+
+    // Cost per delivery at the largest user count.
+    if let Some(&top) = users.last() {
+        let at: Vec<&&PointRuns> = own.iter().filter(|p| p.users == top).collect();
+        let list = |f: Figure, unit: &str, digits: usize| -> String {
+            let mut v: Vec<(String, f64)> = at
+                .iter()
+                .filter_map(|p| Some((title(&p.mode), p.median(f)?)))
+                .collect();
+            v.sort_by(|a, b| a.1.total_cmp(&b.1));
+            v.iter()
+                .map(|(m, x)| format!("{m} {x:.digits$}{unit}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let cpu = list(Figure::ServerCpuMsPer1k, " ms", 1);
+        let bytes = list(Figure::BytesPerDelivery, " B", 0);
+        let mem = list(Figure::ServerKibPerUser, " KiB", 1);
+        let mut s = format!("At {} users, cheapest first:", thousands(top));
+        for (what, v) in [
+            ("server CPU per 1,000 deliveries", cpu),
+            ("bytes on the wire per delivery", bytes),
+            ("server memory per user", mem),
+        ] {
+            if !v.is_empty() {
+                let _ = write!(s, " {what}: {v}.");
+            }
+        }
+        out.push(s);
+    }
+
+    // Other rates, one sentence each.
+    for &r in &rates[1..] {
+        let mut at: Vec<(&PointRuns, f64)> = points
+            .iter()
+            .filter(|p| p.rate == r && !p.mode.starts_with("mixed"))
+            .filter_map(|p| Some((p, p.median(Figure::P99Ms)?)))
+            .collect();
+        at.sort_by(|a, b| {
+            (a.0.users, a.1)
+                .partial_cmp(&(b.0.users, b.1))
+                .expect("finite")
+        });
+        if at.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = at
+            .iter()
+            .map(|(p, v)| {
+                format!(
+                    "{} {} ({} users)",
+                    title(&p.mode),
+                    ms(*v),
+                    thousands(p.users)
+                )
+            })
+            .collect();
+        out.push(format!("At {r} msg/s, p99 latency: {}.", parts.join(", ")));
+    }
+
+    // Completeness.
+    let bad: Vec<String> = points
+        .iter()
+        .filter(|p| !complete(p))
+        .map(|p| {
+            let [e, r, l, d, _] = p.deliveries();
+            format!(
+                "{} at {} users, {} msg/s: {r} of {e} delivered, {l} lost, {d} duplicated",
+                title(&p.mode),
+                thousands(p.users),
+                p.rate
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        out.push("Every run delivered every message exactly once.".into());
+    } else {
+        out.push(format!("Not everything arrived: {}.", bad.join("; ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::record::Record;
+
+    fn p(mode: &str, users: usize, p99_ms: f64, lost: u64) -> PointRuns {
+        let r = Record {
+            mode: mode.into(),
+            users,
+            rate: 10.0,
+            repeat: 1,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+            poll_interval_s: 1.0,
+            expected: 100,
+            received: 100 - lost,
+            lost,
+            server_cpu_s: Some(0.01 * users as f64),
+            bytes_received: 20_000,
+            ..Record::default()
+        };
+        PointRuns {
+            mode: mode.into(),
+            users,
+            rate: 10.0,
+            runs: vec![r],
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_winner_and_the_margin() {
+        let pts = vec![
+            p("poll", 10, 990.0, 0),
+            p("sse", 10, 2.0, 0),
+            p("ws", 10, 1.0, 0),
+            p("sse", 1000, 300.0, 0),
+            p("ws", 1000, 100.0, 3),
+        ];
+        let v = verdict(&pts, &[10.0]);
+        assert!(
+            v[0].contains("10 users: WebSocket 1.00 ms, 2.0x lower than SSE (2.00 ms)"),
+            "{v:?}"
+        );
+        // The lossy WebSocket point does not win at 1,000 users.
+        assert!(v[0].contains("1,000 users: SSE 300 ms"), "{v:?}");
+        assert!(
+            v[1].starts_with("Short polling's latency is set by its 1.0 s interval"),
+            "{v:?}"
+        );
+        assert!(
+            v.last()
+                .unwrap()
+                .contains("WebSocket at 1,000 users, 10 msg/s: 97 of 100 delivered, 3 lost")
+        );
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(verdict(&[], &[]), ["No runs finished."]);
+    }
+}
