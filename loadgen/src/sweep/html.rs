@@ -1,6 +1,7 @@
 //! `report.html`: the verdict, the machine and versions, the charts (inline SVG, no
 //! JavaScript), the summary table with medians and ranges, delivery completeness,
-//! and the model beside the measurement.
+//! and the model beside the measurement; and `summary.md`, the verdict and a table of
+//! medians for a README.
 
 use std::fmt::Write as _;
 
@@ -267,6 +268,46 @@ pub fn points_csv(all: &[PointRuns]) -> String {
         }
         let [e, r, l, d, o] = p.deliveries();
         let _ = writeln!(out, ",{e},{r},{l},{d},{o}");
+    }
+    out
+}
+
+/// `summary.md`: the verdict and a table of medians, for a README.
+pub fn summary_markdown(all: &[PointRuns]) -> String {
+    let rates = points::rates(all);
+    let mut out = String::new();
+    for s in verdict::verdict(all, &rates) {
+        let _ = writeln!(out, "- {s}");
+    }
+    out.push_str(
+        "\n| mode | users | msg/s | p50 ms | p99 ms | requests / delivery | bytes / delivery \
+         | server CPU ms / 1k | loadgen CPU ms / 1k | server KiB / user | lost, dup |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let med = |p: &PointRuns, f: Figure, digits: usize| {
+        p.median(f).map_or("-".into(), |v| format!("{v:.digits$}"))
+    };
+    let mut sorted: Vec<&PointRuns> = all.iter().collect();
+    sorted.sort_by(|a, b| {
+        (rates.iter().position(|r| *r == a.rate), a.users)
+            .cmp(&(rates.iter().position(|r| *r == b.rate), b.users))
+    });
+    for p in sorted {
+        let [_, _, l, d, _] = p.deliveries();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {l}, {d} |",
+            p.mode,
+            thousands(p.users),
+            p.rate,
+            med(p, Figure::P50Ms, 1),
+            med(p, Figure::P99Ms, 1),
+            med(p, Figure::RequestsPerDelivery, 2),
+            med(p, Figure::BytesPerDelivery, 0),
+            med(p, Figure::ServerCpuMsPer1k, 1),
+            med(p, Figure::LoadgenCpuMsPer1k, 1),
+            med(p, Figure::ServerKibPerUser, 1),
+        );
     }
     out
 }

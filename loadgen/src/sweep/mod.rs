@@ -34,7 +34,7 @@ fn read(path: &Path) -> Result<String, LoadgenError> {
     std::fs::read_to_string(path).map_err(LoadgenError::io(format!("reading {}", path.display())))
 }
 
-/// (Re-)writes `report.html`, `points.csv` and `charts/*.svg` in a sweep folder from
+/// (Re-)writes `report.html`, `points.csv`, `summary.md` and `charts/*.svg` in a sweep folder from
 /// its `summary.csv`, `meta.json` and `scenario.toml`.
 pub fn write_report(dir: &Path) -> Result<(), LoadgenError> {
     let records = record::parse_csv(&read(&dir.join("summary.csv"))?)?;
@@ -57,5 +57,6 @@ pub fn write_report(dir: &Path) -> Result<(), LoadgenError> {
         std::fs::write(&path, text).map_err(LoadgenError::io(format!("writing {}", path.display())))
     };
     w("points.csv", html::points_csv(&all))?;
+    w("summary.md", html::summary_markdown(&all))?;
     w("report.html", page)
 }

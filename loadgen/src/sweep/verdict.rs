@@ -135,16 +135,20 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
         let cpu = list(Figure::ServerCpuMsPer1k, " ms", 1);
         let bytes = list(Figure::BytesPerDelivery, " B", 0);
         let mem = list(Figure::ServerKibPerUser, " KiB", 1);
-        let mut s = format!("At {} users, cheapest first:", thousands(top));
-        for (what, v) in [
+        let parts: Vec<String> = [
             ("server CPU per 1,000 deliveries", cpu),
             ("bytes on the wire per delivery", bytes),
             ("server memory per user", mem),
-        ] {
-            if !v.is_empty() {
-                let _ = write!(s, " {what}: {v}.");
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(what, v)| format!("{what}: {v}"))
+        .collect();
+        let s = format!(
+            "At {} users, cheapest first: {}.",
+            thousands(top),
+            parts.join("; ")
+        );
         out.push(s);
     }
 
@@ -175,6 +179,25 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
             })
             .collect();
         out.push(format!("At {r} msg/s, p99 latency: {}.", parts.join(", ")));
+    }
+
+    // The instrument's own cost against the server's.
+    let ratios: Vec<f64> = points
+        .iter()
+        .filter(|p| !p.mode.starts_with("mixed/"))
+        .filter_map(|p| {
+            let l = p.median(Figure::LoadgenCpuMsPer1k)?;
+            let s = p.median(Figure::ServerCpuMsPer1k)?;
+            (s > 0.0).then(|| l / s)
+        })
+        .collect();
+    if !ratios.is_empty() {
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        out.push(format!(
+            "The loadgen's own CPU per delivery was {lo:.1}x to {hi:.1}x the server's across the points \
+             (both measured; see the table)."
+        ));
     }
 
     // Completeness.

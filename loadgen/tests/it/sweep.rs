@@ -82,6 +82,8 @@ fn a_tiny_sweep_writes_runs_csv_and_a_report() {
     assert_eq!(run["schema_version"], 1);
     assert_eq!(run["config"]["users"], 2);
     assert_eq!(read(&dir.join("points.csv")).lines().count(), 5);
+    let md = read(&dir.join("summary.md"));
+    assert!(md.contains("| ws | 4 | 20 |"), "{md}");
 
     let html = read(&dir.join("report.html"));
     for needle in [
