@@ -28,7 +28,9 @@ pub fn colour(mode: &str) -> RGBColor {
     }
 }
 
-/// Per mode, `(users, spread)` at `rate`, sorted by users.
+/// Per mode, `(log10 users, spread)` at `rate`, sorted by users. The x axis is linear
+/// in log10(users) so that ticks sit on whole decades only (plotters' log axis labels
+/// every in-between value, and they overlap).
 fn series(
     points: &[PointRuns],
     modes: &[String],
@@ -41,7 +43,7 @@ fn series(
             let mut s: Vec<(f64, Spread)> = points
                 .iter()
                 .filter(|p| &p.mode == m && p.rate == rate)
-                .filter_map(|p| Some((p.users as f64, p.spread(f)?)))
+                .filter_map(|p| Some(((p.users.max(1) as f64).log10(), p.spread(f)?)))
                 .collect();
             s.sort_by(|a, b| a.0.total_cmp(&b.0));
             (m.clone(), s)
@@ -59,10 +61,10 @@ pub fn svg(spec: &Spec, points: &[PointRuns], modes: &[String], rate: f64) -> Op
     }
     let xmin = all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
     let xmax = all.iter().map(|p| p.0).fold(0.0, f64::max);
-    let x = (xmin / 1.6).max(0.5)..xmax * 1.6;
+    let x = xmin - 0.25..xmax + 0.25;
     let ymax = all.iter().map(|p| p.1.max).fold(0.0, f64::max).max(1e-9);
     let mut out = String::new();
-    let nx = |v: f64| (v.ln() - x.start.ln()) / (x.end.ln() - x.start.ln());
+    let nx = |v: f64| (v - x.start) / (x.end - x.start);
     let drawn = if spec.log_y {
         let ymin = all
             .iter()
@@ -73,11 +75,11 @@ pub fn svg(spec: &Spec, points: &[PointRuns], modes: &[String], rate: f64) -> Op
         let y = ymin / 1.5..ymax * 1.5;
         let ny = |v: f64| (v.max(y.start).ln() - y.start.ln()) / (y.end.ln() - y.start.ln());
         let legend = corner(&all, nx, ny);
-        draw(&mut out, spec, &data, legend, x.log_scale(), y.log_scale())
+        draw(&mut out, spec, &data, legend, x.clone(), x, y.log_scale())
     } else {
         let top = ymax * 1.12;
         let legend = corner(&all, nx, |v| v / top);
-        draw(&mut out, spec, &data, legend, x.log_scale(), 0.0..top)
+        draw(&mut out, spec, &data, legend, x.clone(), x, 0.0..top)
     };
     drawn.ok().map(|()| out)
 }
@@ -115,6 +117,7 @@ fn draw<X, Y>(
     spec: &Spec,
     data: &[(String, Vec<(f64, Spread)>)],
     legend: SeriesLabelPosition,
+    x_span: std::ops::Range<f64>,
     x: X,
     y: Y,
 ) -> Result<(), String>
@@ -126,6 +129,8 @@ where
 {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
+    // One x label per whole decade in the range.
+    let decades = (x_span.end.floor() - x_span.start.ceil()).max(0.0) as usize + 1;
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(spec.title, ("sans-serif", 24))
@@ -141,7 +146,9 @@ where
         .label_style(("sans-serif", 16))
         .axis_desc_style(("sans-serif", 17))
         .y_labels(8)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(decades)
+        .x_max_light_lines(0)
+        .x_label_formatter(&decade)
         .y_label_formatter(&|v| short(*v))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -178,6 +185,15 @@ where
         .map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+/// An x tick label: `10^v` users on whole decades, nothing in between.
+fn decade(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-6 && *v >= 0.0 {
+        crate::sweep::verdict::thousands(10f64.powi(v.round() as i32) as usize)
+    } else {
+        String::new()
+    }
 }
 
 /// A tick label: few digits, no trailing zeros.
@@ -236,7 +252,16 @@ mod tests {
         };
         let svg = svg(&spec, &points, &modes, 10.0).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
-        for text in ["p99 latency", "users", "ms", "ws", "sse", "1000"] {
+        for text in [
+            "p99 latency",
+            "users",
+            "ms",
+            "ws",
+            "sse",
+            "10",
+            "100",
+            "1,000",
+        ] {
             let text = format!(">\n{text}\n</text>");
             assert!(svg.contains(&text), "no {text} in the chart");
         }
