@@ -100,6 +100,8 @@ pub enum Stop {
     FileLimit {
         ceiling: usize,
     },
+    /// Every step passed, well under the ceiling: larger `--steps` would say more.
+    StepsRanOut,
 }
 
 /// A step's outcome against the limit: `None` when it passed.
@@ -126,6 +128,7 @@ impl Stop {
                 }
             ),
             Stop::Failed(e) => format!("run failed: {e}"),
+            Stop::StepsRanOut => "nothing: every step passed (give larger --steps)".into(),
             Stop::FileLimit { ceiling } => format!(
                 "file limit, not latency: the next step would pass {ceiling} connections \
                  (the server's --max-connections, just under its 20,000 open files)"
@@ -208,6 +211,11 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
                     break;
                 }
             }
+        }
+        // Every step passed: the ceiling stopped the climb only if the steps reach it.
+        let reaches = a.steps.iter().any(|&u| u > ceiling) || best * 20 >= ceiling * 19;
+        if stop == (Stop::FileLimit { ceiling }) && !reaches {
+            stop = Stop::StepsRanOut;
         }
         summary.push((mix.name().to_owned(), best, stop));
     }

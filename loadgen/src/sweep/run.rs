@@ -159,19 +159,17 @@ pub fn sweep(
                 r.counted_s = counted.as_secs_f64().max(sc.duration.as_secs_f64());
                 r.server_rss_base_bytes = base_rss;
                 r.json = json.clone();
-                if !quiet || n == total {
-                    eprintln!(
-                        "[{n}/{total}] {:<15} users {:>6} rate {:>5} rep {rep}: p50 {:.2} ms p99 {:.2} ms, {}/{} delivered, {:.0} s elapsed",
-                        r.mode,
-                        r.users,
-                        r.rate,
-                        r.p50_ms,
-                        r.p99_ms,
-                        r.received,
-                        r.expected,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
+                eprintln!(
+                    "[{n}/{total}] {:<15} users {:>6} rate {:>5} rep {rep}: p50 {:.2} ms p99 {:.2} ms, {}/{} delivered, {:.0} s elapsed",
+                    r.mode,
+                    r.users,
+                    r.rate,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.received,
+                    r.expected,
+                    started.elapsed().as_secs_f64()
+                );
                 records.push(r);
             }
             write(&dir.join("summary.csv"), &record::csv(&records))?;
