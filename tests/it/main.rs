@@ -9,6 +9,7 @@ mod disconnect;
 mod errors;
 mod limits;
 mod long_poll;
+mod operations;
 mod ordering;
 mod poll;
 mod results;
