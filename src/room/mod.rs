@@ -118,11 +118,6 @@ impl Room {
     pub fn client_count(&self) -> usize {
         self.clients.len()
     }
-
-    /// How many live subscriptions (streams, sockets, long-poll queues) read this room.
-    pub fn subscriber_count(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }
 
 /// Every room of one server, created on first use.
@@ -158,14 +153,6 @@ impl Rooms {
         let room = Arc::new(Room::new(name, &self.limits));
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
-    }
-
-    pub fn len(&self) -> usize {
-        self.rooms.read().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Drops long-poll queues idle for longer than `--client-idle-ms`.

@@ -52,9 +52,11 @@ async fn long_poll(
             "timeout_ms must be at most {MAX_TIMEOUT_MS}"
         )));
     }
+    // The slot first: a refused poll must not leave a room or a client queue behind.
+    common::check_room(&room)?;
+    let _slot = state.connections.acquire(&metrics.open_connections)?;
     let room = common::room(&state, &room)?;
     let queue = room.client(&client)?;
-    let _slot = state.connections.acquire(&metrics.open_connections)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
 
     // A held poll is answered, empty, when the server stops.

@@ -62,8 +62,10 @@ async fn upgrade(
     if let Some(user) = &params.user {
         common::check_name("user", user)?;
     }
-    let room = common::room(&state, &room)?;
+    // The slot first: a refused socket must not leave a room behind.
+    common::check_room(&room)?;
     let slot = state.connections.acquire(&metrics.open_connections)?;
+    let room = common::room(&state, &room)?;
     let subscription = room.subscribe(params.after);
     let max_frame = 16 * state.config.max_message_bytes();
     let session = Session {

@@ -156,3 +156,22 @@ async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
     assert_eq!(sse_next(&mut events).await["id"], 2);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_stream_leaves_no_room_or_client_behind() {
+    let mut config = config();
+    config.max_connections = 0;
+    config.max_rooms = 1;
+    config.max_clients_per_room = 1;
+    let server = TestServer::with(config).await;
+    for path in [
+        "/rooms/a/events",
+        "/rooms/a/long-poll?client=c&timeout_ms=0",
+    ] {
+        let response = server.http.get(server.url(path)).send().await.unwrap();
+        expect_error(response, 503).await;
+    }
+    // Room "a" was never made, so the one room allowed can still be "b".
+    assert_eq!(server.post("b", "u", "x").await, 1);
+    server.stop().await;
+}
