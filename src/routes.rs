@@ -38,7 +38,9 @@ async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let room = common::room(&state, &room)?;
+    // Everything is checked before the room is looked up: a refused message must not
+    // create a room.
+    common::check_room(&room)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -62,7 +64,9 @@ async fn send(
         text: body.text,
         client_ts: body.client_ts,
     };
-    let message = common::publish(&state, &room, &draft)?;
+    common::check_draft(&state, &draft)?;
+    let room = state.rooms.get_or_create(&room)?;
+    let message = common::publish(&state, &room, &draft);
     Ok(common::json_response(
         StatusCode::CREATED,
         format!("{{\"id\":{}}}", message.id).into(),

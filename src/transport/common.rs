@@ -57,13 +57,17 @@ pub fn check_text(text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a draft and publishes it: the one way into a room, for every transport.
-pub fn publish(state: &Shared, room: &Room, draft: &Draft) -> Result<Arc<Published>, ApiError> {
+/// Checks what a sender supplied: the user name and the text's length.
+pub fn check_draft(state: &Shared, draft: &Draft) -> Result<(), ApiError> {
     check_name("user", &draft.user)?;
-    check_text(&draft.text, state.config.max_message_bytes())?;
+    check_text(&draft.text, state.config.max_message_bytes())
+}
+
+/// Publishes a checked draft and counts it: the one way into a room, for every transport.
+pub fn publish(state: &Shared, room: &Room, draft: &Draft) -> Arc<Published> {
     let message = room.publish(draft);
     state.metrics.messages_published.inc();
-    Ok(message)
+    message
 }
 
 /// The checked room, created on first use.

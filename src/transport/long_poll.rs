@@ -55,7 +55,7 @@ async fn long_poll(
     // The slot first: a refused poll must not leave a room or a client queue behind.
     common::check_room(&room)?;
     let _slot = state.connections.acquire(&metrics.open_connections)?;
-    let room = common::room(&state, &room)?;
+    let room = state.rooms.get_or_create(&room)?;
     let queue = room.client(&client)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
 

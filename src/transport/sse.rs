@@ -64,7 +64,7 @@ async fn events(
     // The slot first: a refused stream must not leave a room behind.
     common::check_room(&room)?;
     let slot = state.connections.acquire(&metrics.open_connections)?;
-    let room = common::room(&state, &room)?;
+    let room = state.rooms.get_or_create(&room)?;
     let keep_alive = Duration::from_millis(state.config.sse_keepalive_ms);
     let stream = EventStream {
         subscription: room.subscribe(after),

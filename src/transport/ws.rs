@@ -24,7 +24,7 @@ use super::common;
 use crate::error::ApiError;
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
-use crate::room::{Batch, Draft, Room, Subscription};
+use crate::room::{Batch, Draft, Subscription};
 use crate::state::AppState;
 
 pub const NAME: &str = "ws";
@@ -65,7 +65,7 @@ async fn upgrade(
     // The slot first: a refused socket must not leave a room behind.
     common::check_room(&room)?;
     let slot = state.connections.acquire(&metrics.open_connections)?;
-    let room = common::room(&state, &room)?;
+    let room = state.rooms.get_or_create(&room)?;
     let subscription = room.subscribe(params.after);
     let max_frame = 16 * state.config.max_message_bytes();
     let session = Session {
@@ -181,8 +181,9 @@ impl Session {
             text: incoming.text,
             client_ts: incoming.client_ts,
         };
-        let room: &Room = self.subscription.room();
-        common::publish(&self.state, room, &draft).map(|_| ())
+        common::check_draft(&self.state, &draft)?;
+        common::publish(&self.state, self.subscription.room(), &draft);
+        Ok(())
     }
 }
 

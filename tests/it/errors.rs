@@ -158,7 +158,7 @@ async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
 }
 
 #[tokio::test]
-async fn a_refused_stream_leaves_no_room_or_client_behind() {
+async fn a_refused_request_leaves_no_room_or_client_behind() {
     let mut config = config();
     config.max_connections = 0;
     config.max_rooms = 1;
@@ -171,6 +171,24 @@ async fn a_refused_stream_leaves_no_room_or_client_behind() {
         let response = server.http.get(server.url(path)).send().await.unwrap();
         expect_error(response, 503).await;
     }
+    // Nor does a refused message.
+    let refused = server
+        .http
+        .post(server.url("/rooms/a/messages"))
+        .header("content-type", "application/json")
+        .body(r#"{"user":"u","text":""}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, 400).await;
+    let refused = server
+        .http
+        .post(server.url("/rooms/a/messages"))
+        .body(r#"{"user":"u","text":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(refused, 415).await;
     // Room "a" was never made, so the one room allowed can still be "b".
     assert_eq!(server.post("b", "u", "x").await, 1);
     server.stop().await;
