@@ -66,9 +66,12 @@ impl Subscription {
 
     /// Moves the cursor: nothing at or below `after` is handed out; anything above it
     /// that the queue has already passed is served from history.
+    /// A client that passes the id it was last given (the usual long poll) changes nothing.
     pub fn seek(&mut self, after: u64) {
-        self.cursor = after;
-        self.refill = true;
+        if after != self.cursor {
+            self.cursor = after;
+            self.refill = true;
+        }
     }
 
     /// Whatever is ready now, at most `max` messages, without waiting.
