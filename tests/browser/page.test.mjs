@@ -3,7 +3,7 @@
 //   cd tests/browser && npm ci && node --test
 //
 // Starts the lab itself (LAB_BIN, default target/release/lab, relative to the repository)
-// on a free loopback port with a short --history, opens the page in a room of its own and
+// on a free loopback port with a short --history and --queue-capacity, opens the page in a room of its own and
 // checks what a person would: every message shows once in all four panes with the same id
 // and order, text stays text, a pane that disconnects and reconnects misses and doubles
 // nothing, a pane that comes back too late shows a gap, the layout holds at 375 px, the
@@ -29,6 +29,9 @@ const ROOM = 'browser-' + Date.now().toString(36);
 const USER = 'tester';
 // A short history, so that the gap test can outrun it; the other tests stay well inside it.
 const HISTORY = 25;
+// A long-poll client's queue holds this many messages; one that misses more is refilled
+// from history, so the gap test reaches the long-poll pane's queue too.
+const QUEUE_CAPACITY = 8;
 
 let lab;
 let labLog = '';
@@ -68,7 +71,7 @@ async function eventually(check, ms = 10000) {
 async function startLab() {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  lab = spawn(LAB_BIN, ['--addr', `127.0.0.1:${port}`, '--history', String(HISTORY)], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  lab = spawn(LAB_BIN, ['--addr', `127.0.0.1:${port}`, '--history', String(HISTORY), '--queue-capacity', String(QUEUE_CAPACITY)], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (d) => { labLog = (labLog + d).slice(-20000); };
   lab.stdout.on('data', keep);
   lab.stderr.on('data', keep);

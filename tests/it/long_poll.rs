@@ -121,3 +121,24 @@ async fn bad_long_poll_parameters_are_400() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_queue_answers_what_history_no_longer_holds() {
+    let mut config = config();
+    config.history = 5;
+    config.queue_capacity = 100;
+    let server = TestServer::with(config).await;
+    server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    for _ in 0..20 {
+        server.post("r", "u", "x").await;
+    }
+    // History holds 16..20, but the client's queue still has all twenty.
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&after=0&timeout_ms=0")
+        .await;
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
+    assert!(body.get("gap").is_none());
+    server.stop().await;
+}
