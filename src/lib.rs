@@ -10,7 +10,8 @@
 //! - [`metrics`]: Prometheus counters, labelled by transport.
 //! - [`process_stats`]: process CPU, memory and file descriptors from /proc.
 //! - [`limits`]: the connection limit.
-//! - [`listener`]: the accept loop, one HTTP/1.1 task per connection.
+//! - [`listener`]: the accept loop, one task per connection.
+//! - [`http1`]: HTTP/1.1 connections: a lean loop for plain requests, hyper for the rest.
 //! - [`config`]: command-line flags and `LAB_*` environment variables.
 //! - [`server`]: [`run`], the one entry point that `main` and the tests drive.
 //! - [`launch`]: running as a process: file limit, runtime, signals.
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod http1;
 pub mod launch;
 pub mod limits;
 pub mod listener;

@@ -1,15 +1,13 @@
-//! The accept loop: one task per TCP connection, serving HTTP/1.1 (with upgrades for
-//! WebSocket) through one shared router.
+//! The accept loop: one task per TCP connection, served by [`crate::http1`] through one
+//! shared router.
 //!
 //! axum's own `serve` clones the router's route table for every connection (about
 //! 6 KiB each) and sniffs for HTTP/2 first; at ten thousand idle connections both show
-//! in resident memory, so the lab drives hyper directly.
+//! in resident memory, so the lab accepts connections itself.
 
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,16 +41,6 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-            let _ = connection.await;
-        });
+        connections.spawn(crate::http1::serve(stream, service, shutdown));
     }
 }

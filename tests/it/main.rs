@@ -7,6 +7,7 @@ mod binary;
 
 mod disconnect;
 mod errors;
+mod http1;
 mod limits;
 mod long_poll;
 mod operations;

@@ -1,0 +1,234 @@
+//! HTTP/1.1 connections. Plain GET and POST requests (every poll, long poll, SSE
+//! stream and posted message) are served by a lean loop that holds no buffer while it
+//! waits; anything else (WebSocket upgrades, chunked or expected bodies, other methods,
+//! HTTP/1.0, malformed heads) is handed, with the bytes read so far, to hyper, which
+//! serves the rest of that connection.
+//!
+//! hyper keeps an 8 KiB read buffer (reserved again while it waits for the next
+//! request) and an 8 KiB header buffer for the whole life of a connection. At ten
+//! thousand open SSE streams or held long polls those buffers were most of the
+//! server's memory; here a waiting connection holds only its task.
+
+mod request;
+mod response;
+mod rewind;
+
+use std::io;
+
+use axum::Router;
+use axum::body::HttpBody;
+use axum::response::Response;
+use bytes::{Buf, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use hyper::server::conn::http1;
+use hyper::service::Service as _;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use request::Parsed;
+use response::Framing;
+
+/// The router as hyper and the lean loop both call it.
+pub type Service = TowerToHyperService<Router>;
+
+/// Bytes asked of the kernel per read of a request.
+const READ_CHUNK: usize = 2048;
+/// Longest request head the lean loop reads; a longer one goes to hyper, which
+/// answers 431.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most body bytes gathered into one write.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// Serves one connection until the client closes it, an answer asks for `close`, or
+/// `shutdown` is cancelled while no request is in flight. An answer being written when
+/// shutdown comes is finished (the transports end theirs on the same token).
+pub async fn serve(stream: TcpStream, service: Service, shutdown: CancellationToken) {
+    let mut connection = Connection {
+        stream,
+        buf: BytesMut::new(),
+        service,
+        shutdown,
+    };
+    if let Ok(Next::Hyper) = connection.serve_requests().await {
+        connection.hand_to_hyper().await;
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not yet used. Empty, with no allocation, between requests.
+    buf: BytesMut,
+    service: Service,
+    shutdown: CancellationToken,
+}
+
+enum Next {
+    Close,
+    Hyper,
+}
+
+enum HeadRead {
+    Head(Box<request::Head>),
+    Other,
+    Closed,
+}
+
+impl Connection {
+    async fn serve_requests(&mut self) -> io::Result<Next> {
+        loop {
+            let head = match self.read_head().await? {
+                HeadRead::Head(head) => head,
+                HeadRead::Other => return Ok(Next::Hyper),
+                HeadRead::Closed => return Ok(Next::Close),
+            };
+            self.buf.advance(head.len);
+            while self.buf.len() < head.body_len {
+                let missing = head.body_len - self.buf.len();
+                if read_some(&self.stream, &mut self.buf, missing.max(READ_CHUNK)).await? == 0 {
+                    return Ok(Next::Close);
+                }
+            }
+            let body = self.buf.split_to(head.body_len).freeze();
+            if self.buf.is_empty() {
+                self.buf = BytesMut::new();
+            }
+            let asked_close = head.close;
+            let answer = self.service.call(head.into_request(body));
+            // A client that goes away while its answer is pending (a held long poll)
+            // drops the handler at once, which frees its connection slot.
+            let response = tokio::select! {
+                response = answer => match response {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                () = closed(&self.stream, &mut self.buf) => return Ok(Next::Close),
+            };
+            let close = asked_close || self.shutdown.is_cancelled();
+            if !write_response(&mut self.stream, &mut self.buf, response, close).await? {
+                return Ok(Next::Close);
+            }
+            if close || self.shutdown.is_cancelled() {
+                return Ok(Next::Close);
+            }
+        }
+    }
+
+    async fn read_head(&mut self) -> io::Result<HeadRead> {
+        loop {
+            if !self.buf.is_empty() {
+                match request::parse(&self.buf) {
+                    Parsed::Complete(head) => return Ok(HeadRead::Head(head)),
+                    Parsed::Other => return Ok(HeadRead::Other),
+                    Parsed::Partial if self.buf.len() >= MAX_HEAD => return Ok(HeadRead::Other),
+                    Parsed::Partial => {}
+                }
+            }
+            let read = tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(HeadRead::Closed),
+                read = read_some(&self.stream, &mut self.buf, READ_CHUNK) => read?,
+            };
+            if read == 0 {
+                return Ok(HeadRead::Closed);
+            }
+        }
+    }
+
+    async fn hand_to_hyper(self) {
+        let io = rewind::Rewind::new(self.buf.freeze(), self.stream);
+        let connection = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), self.service)
+            .with_upgrades();
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = self.shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+        }
+        let _ = connection.await;
+    }
+}
+
+/// Writes the answer; `false` when the client went away before it was all written.
+async fn write_response(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    response: Response,
+    close: bool,
+) -> io::Result<bool> {
+    let (parts, body) = response.into_parts();
+    let framing = Framing::new(parts.status, body.size_hint().exact());
+    let mut out = Vec::with_capacity(512);
+    response::encode_head(&mut out, &parts, framing, close);
+    drop(parts);
+    if framing == Framing::None {
+        stream.write_all(&out).await?;
+        return Ok(true);
+    }
+    let mut frames = body.into_data_stream();
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = frames.next() => next,
+            () = closed(stream, buf) => return Ok(false),
+        };
+        let mut end = false;
+        match next {
+            None => end = true,
+            // A body that fails half-way cannot be answered any more.
+            Some(Err(_)) => return Ok(false),
+            Some(Ok(data)) => {
+                response::encode_data(&mut out, framing, &data);
+                // Whatever else is ready goes into the same write.
+                while out.len() < MAX_WRITE {
+                    match frames.next().now_or_never() {
+                        Some(Some(Ok(data))) => response::encode_data(&mut out, framing, &data),
+                        Some(Some(Err(_))) => return Ok(false),
+                        Some(None) => {
+                            end = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        if end {
+            response::encode_end(&mut out, framing);
+        }
+        stream.write_all(&out).await?;
+        if end {
+            return Ok(true);
+        }
+        // A stream waiting for its next event holds no write buffer.
+        out = Vec::new();
+    }
+}
+
+/// Resolves when the client closes its end or the socket fails. Bytes that arrive
+/// meanwhile (a pipelined next request) are kept for later, up to [`MAX_HEAD`].
+async fn closed(stream: &TcpStream, buf: &mut BytesMut) {
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return std::future::pending().await;
+        }
+        match read_some(stream, buf, READ_CHUNK).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One read of what the kernel has. The buffer grows only once there is something to
+/// read, so a connection that waits holds none.
+async fn read_some(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        buf.reserve(want);
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}

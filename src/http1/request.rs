@@ -1,0 +1,189 @@
+//! Reading one request head: which requests the lean path serves, and the
+//! `http::Request` parts built from the bytes.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use bytes::Bytes;
+
+/// Most header lines in a request the lean path serves; more goes to hyper.
+const MAX_HEADERS: usize = 48;
+/// Largest request body the lean path reads into memory; larger goes to hyper, which
+/// streams it to the handler (and its limit).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A parsed request head the lean path serves.
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    /// Bytes of the head, request line to the blank line.
+    pub len: usize,
+    /// `Content-Length`, 0 when absent.
+    pub body_len: usize,
+    /// The client asked for the connection to close after this answer.
+    pub close: bool,
+}
+
+impl Head {
+    pub fn into_request(self, body: Bytes) -> Request<Body> {
+        let body = if body.is_empty() {
+            Body::empty()
+        } else {
+            Body::from(body)
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+pub enum Parsed {
+    Complete(Box<Head>),
+    /// The head is not all here yet.
+    Partial,
+    /// Anything but a plain HTTP/1.1 GET or POST with at most [`MAX_BODY`] bytes of
+    /// `Content-Length` body: upgrades, chunked or expected bodies, other methods and
+    /// versions, malformed heads. hyper serves these, with its full rules and errors.
+    Other,
+}
+
+pub fn parse(bytes: &[u8]) -> Parsed {
+    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut lines);
+    let len = match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    build(&request, len).map_or(Parsed::Other, |head| Parsed::Complete(Box::new(head)))
+}
+
+fn build(request: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
+    if request.version != Some(1) {
+        return None;
+    }
+    let method = match request.method? {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        _ => return None,
+    };
+    let path = request.path?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let uri = Uri::try_from(path).ok()?;
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    let mut body_len = None;
+    let mut close = false;
+    for line in request.headers.iter() {
+        let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(line.value).ok()?;
+        if name == axum::http::header::TRANSFER_ENCODING
+            || name == axum::http::header::EXPECT
+            || name == axum::http::header::UPGRADE
+        {
+            return None;
+        }
+        if name == axum::http::header::CONTENT_LENGTH {
+            let n: usize = value.to_str().ok()?.trim().parse().ok()?;
+            if body_len.is_some_and(|m| m != n) || n > MAX_BODY {
+                return None;
+            }
+            body_len = Some(n);
+        }
+        if name == axum::http::header::CONNECTION {
+            for token in value.to_str().ok()?.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    return None;
+                }
+                close |= token.eq_ignore_ascii_case("close");
+            }
+        }
+        headers.append(name, value);
+    }
+    Some(Head {
+        method,
+        uri,
+        headers,
+        len,
+        body_len: body_len.unwrap_or(0),
+        close,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        match parse(text.as_bytes()) {
+            Parsed::Complete(head) => *head,
+            Parsed::Partial => panic!("partial: {text:?}"),
+            Parsed::Other => panic!("other: {text:?}"),
+        }
+    }
+
+    fn is_other(text: &str) -> bool {
+        matches!(parse(text.as_bytes()), Parsed::Other)
+    }
+
+    #[test]
+    fn a_plain_get_and_post_are_served() {
+        let get =
+            head("GET /rooms/a/events?after=3 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n");
+        assert_eq!(get.method, Method::GET);
+        assert_eq!(get.uri.path(), "/rooms/a/events");
+        assert_eq!(get.uri.query(), Some("after=3"));
+        assert_eq!(get.headers["last-event-id"], "7");
+        assert_eq!(get.body_len, 0);
+        assert!(!get.close);
+
+        let text =
+            "POST /rooms/a/messages HTTP/1.1\r\ncontent-length: 12\r\nConnection: close\r\n\r\n";
+        let post = head(text);
+        assert_eq!(post.method, Method::POST);
+        assert_eq!(post.body_len, 12);
+        assert_eq!(post.len, text.len());
+        assert!(post.close);
+    }
+
+    #[test]
+    fn an_unfinished_head_asks_for_more() {
+        assert!(matches!(
+            parse(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        assert!(is_other(
+            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(is_other(
+            "POST /m HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(is_other(
+            "POST /m HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        ));
+        assert!(is_other(
+            "POST /m HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+        ));
+        assert!(is_other(
+            "POST /m HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
+        ));
+        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: five\r\n\r\n"));
+        assert!(is_other("HEAD / HTTP/1.1\r\n\r\n"));
+        assert!(is_other("DELETE /rooms/a/messages HTTP/1.1\r\n\r\n"));
+        assert!(is_other("GET / HTTP/1.0\r\n\r\n"));
+        assert!(is_other("GET http://x/ HTTP/1.1\r\n\r\n"));
+        assert!(is_other("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("x-{i}: y\r\n"))
+            .collect();
+        assert!(is_other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
+    }
+}

@@ -1,0 +1,235 @@
+//! HTTP/1.1 as raw clients send it: keep-alive, pipelining, `Connection: close`, and
+//! the requests the lean path hands to hyper (chunked bodies, `Expect`, HTTP/1.0,
+//! oversized or malformed heads), each answered as HTTP says.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one answer with a `Content-Length` body.
+async fn answer(reader: &mut BufReader<TcpStream>) -> Answer {
+    read_answer(reader, true).await
+}
+
+/// Reads one answer, its body only if `with_body` (not for HEAD), within 5 s.
+async fn read_answer(reader: &mut BufReader<TcpStream>, with_body: bool) -> Answer {
+    tokio::time::timeout(Duration::from_secs(5), read_answer_now(reader, with_body))
+        .await
+        .expect("an answer within 5 s")
+}
+
+async fn read_answer_now(reader: &mut BufReader<TcpStream>, with_body: bool) -> Answer {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await.unwrap();
+        assert!(n > 0, "connection closed before the answer; got {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut answer = Answer {
+        status,
+        head,
+        body: String::new(),
+    };
+    let length: usize = answer
+        .header("content-length")
+        .filter(|_| with_body)
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    answer.body = String::from_utf8(body).unwrap();
+    answer
+}
+
+async fn connect(server: &TestServer) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(server.addr).await.unwrap())
+}
+
+async fn send(reader: &mut BufReader<TcpStream>, bytes: &str) {
+    reader.get_mut().write_all(bytes.as_bytes()).await.unwrap();
+}
+
+/// True when the server closes the connection (EOF) within 5 s.
+async fn closed(reader: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+fn post(room: &str, body: &str) -> String {
+    format!(
+        "POST /rooms/{room}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn one_connection_carries_many_requests_and_pipelined_ones_answer_in_order() {
+    let server = TestServer::start().await;
+    let mut conn = connect(&server).await;
+    send(&mut conn, &post("r", r#"{"user":"a","text":"one"}"#)).await;
+    let first = answer(&mut conn).await;
+    assert_eq!((first.status, first.body.as_str()), (201, r#"{"id":1}"#));
+    assert!(first.header("date").is_some(), "{}", first.head);
+
+    // Two posts and a poll in one write: three answers, in order.
+    let pipelined = [
+        post("r", r#"{"user":"a","text":"two"}"#),
+        post("r", r#"{"user":"a","text":"three"}"#),
+        "GET /rooms/r/messages?after=0 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+    ]
+    .concat();
+    send(&mut conn, &pipelined).await;
+    assert_eq!(answer(&mut conn).await.body, r#"{"id":2}"#);
+    assert_eq!(answer(&mut conn).await.body, r#"{"id":3}"#);
+    let poll = answer(&mut conn).await;
+    assert_eq!(poll.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&poll.body).unwrap();
+    assert_eq!(ids(&body["messages"]), vec![1, 2, 3]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_sent_in_pieces_is_read_whole() {
+    let server = TestServer::start().await;
+    let mut conn = connect(&server).await;
+    let request = post("r", r#"{"user":"a","text":"in pieces"}"#);
+    let (head, body) = request.split_at(request.len() - 12);
+    send(&mut conn, &head[..20]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut conn, &head[20..]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut conn, body).await;
+    let answer = answer(&mut conn).await;
+    assert_eq!((answer.status, answer.body.as_str()), (201, r#"{"id":1}"#));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let server = TestServer::start().await;
+    let mut conn = connect(&server).await;
+    send(
+        &mut conn,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answer = answer(&mut conn).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "ok"));
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(
+        closed(&mut conn).await,
+        "the server closes after the answer"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_the_lean_path_does_not_serve_are_answered_by_hyper() {
+    let server = TestServer::start().await;
+
+    // A chunked body, then a plain request on the same connection.
+    let mut conn = connect(&server).await;
+    let body = r#"{"user":"a","text":"chunked"}"#;
+    send(
+        &mut conn,
+        &format!(
+            "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(answer(&mut conn).await.body, r#"{"id":1}"#);
+    send(&mut conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(answer(&mut conn).await.body, "ok");
+
+    // Expect: 100-continue gets its interim answer, then the real one.
+    let mut conn = connect(&server).await;
+    let body = r#"{"user":"a","text":"expected"}"#;
+    send(
+        &mut conn,
+        &format!(
+            "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(answer(&mut conn).await.status, 100);
+    send(&mut conn, body).await;
+    assert_eq!(answer(&mut conn).await.body, r#"{"id":2}"#);
+
+    // HTTP/1.0 and HEAD.
+    let mut conn = connect(&server).await;
+    send(&mut conn, "GET /healthz HTTP/1.0\r\n\r\n").await;
+    let answer10 = answer(&mut conn).await;
+    assert!(
+        answer10.head.starts_with("HTTP/1.0 200"),
+        "{}",
+        answer10.head
+    );
+    assert_eq!(answer10.body, "ok");
+    let mut conn = connect(&server).await;
+    send(&mut conn, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let head = read_answer(&mut conn, false).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("2"));
+
+    // A malformed head is 400; a long head (past the lean path's 16 KiB) is still
+    // served. The server serves on.
+    let mut conn = connect(&server).await;
+    send(&mut conn, "GET / HTTP/1.1\r\nno colon here\r\n\r\n").await;
+    assert_eq!(answer(&mut conn).await.status, 400);
+    let mut conn = connect(&server).await;
+    let big = "x".repeat(20_000);
+    send(
+        &mut conn,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(answer(&mut conn).await.body, "ok");
+    let (status, _) = server.get_json("/rooms/r/messages?after=0").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_changes_nothing() {
+    let server = TestServer::start().await;
+    // Half a head, half a body: neither becomes a message.
+    let mut conn = connect(&server).await;
+    send(&mut conn, "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\n").await;
+    drop(conn);
+    let mut conn = connect(&server).await;
+    let request = post("r", r#"{"user":"a","text":"cut short"}"#);
+    send(&mut conn, &request[..request.len() - 5]).await;
+    drop(conn);
+    server.post("r", "a", "whole").await;
+    let (status, body) = server.get_json("/rooms/r/messages?after=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&body["messages"]), vec![1]);
+    server.stop().await;
+}
