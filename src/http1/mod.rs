@@ -24,7 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +87,7 @@ impl Connection {
             self.buf.advance(head.len);
             while self.buf.len() < head.body_len {
                 let missing = head.body_len - self.buf.len();
-                if read_some(&self.stream, &mut self.buf, missing.max(READ_CHUNK)).await? == 0 {
+                if read_some(&mut self.stream, &mut self.buf, missing.max(READ_CHUNK)).await? == 0 {
                     return Ok(Next::Close);
                 }
             }
@@ -104,7 +104,7 @@ impl Connection {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
-                () = closed(&self.stream, &mut self.buf) => return Ok(Next::Close),
+                () = closed(&mut self.stream, &mut self.buf) => return Ok(Next::Close),
             };
             let close = asked_close || self.shutdown.is_cancelled();
             if !write_response(&mut self.stream, &mut self.buf, response, close).await? {
@@ -128,7 +128,7 @@ impl Connection {
             }
             let read = tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(HeadRead::Closed),
-                read = read_some(&self.stream, &mut self.buf, READ_CHUNK) => read?,
+                read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read?,
             };
             if read == 0 {
                 return Ok(HeadRead::Closed);
@@ -208,7 +208,7 @@ async fn write_response(
 
 /// Resolves when the client closes its end or the socket fails. Bytes that arrive
 /// meanwhile (a pipelined next request) are kept for later, up to [`MAX_HEAD`].
-async fn closed(stream: &TcpStream, buf: &mut BytesMut) {
+async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) {
     loop {
         if buf.len() >= MAX_HEAD {
             return std::future::pending().await;
@@ -221,14 +221,11 @@ async fn closed(stream: &TcpStream, buf: &mut BytesMut) {
 }
 
 /// One read of what the kernel has. The buffer grows only once there is something to
-/// read, so a connection that waits holds none.
-async fn read_some(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        buf.reserve(want);
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return result,
-        }
-    }
+/// read, so a connection that waits holds none. The read goes through tokio's
+/// `AsyncRead`, which takes a short read to mean the socket is drained: the next wait
+/// then really waits instead of costing a `recv` that finds nothing.
+async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    stream.readable().await?;
+    buf.reserve(want);
+    stream.read_buf(buf).await
 }
