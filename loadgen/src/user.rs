@@ -90,7 +90,6 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
         },
         cursor: 0,
     };
-    let mut finals = ctx.finals.clone();
     let mut stop = Stop {
         end: None,
         deadline: None,
@@ -98,13 +97,27 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     };
     let mut receiver: Option<R> = None;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    // The futures that can end a wait for the next message live as long as the user,
+    // so that each message costs one poll of each, not a timer and a waiter set up and
+    // torn down again.
+    let finals = ctx.finals.changed();
+    tokio::pin!(finals);
+    finals.as_mut().enable();
+    let leave = tokio::time::sleep_until(plan.leave_at.unwrap_or(far));
+    tokio::pin!(leave);
+    let deadline = tokio::time::sleep_until(far);
+    tokio::pin!(deadline);
+    let mut armed = None;
 
-    loop {
+    'run: loop {
         if stop.end.is_none() {
-            if let Some(f) = finals.borrow_and_update().as_ref() {
-                stop.set(f[plan.target]);
-            } else if plan.leave_at.is_some_and(|t| Instant::now() >= t) {
-                user.leave(&plan, &mut stop).await;
+            match ctx.finals.get() {
+                Some(Some(f)) => stop.set(f[plan.target]),
+                Some(None) => break,
+                None if plan.leave_at.is_some_and(|t| Instant::now() >= t) => {
+                    user.leave(&plan, &mut stop).await;
+                }
+                None => {}
             }
         }
         if stop.reached(user.rec.tracker.last()) {
@@ -125,37 +138,36 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             let next = rx.next(&sub, user.cursor);
             tokio::pin!(next);
             loop {
+                if stop.deadline != armed {
+                    armed = stop.deadline;
+                    deadline.as_mut().reset(armed.unwrap_or(far));
+                }
                 let last = user.rec.tracker.last();
                 tokio::select! {
                     biased;
-                    r = &mut next => break Some(r),
-                    changed = finals.changed(), if stop.end.is_none() => {
-                        if changed.is_err() {
-                            break None;
-                        }
-                        if let Some(f) = finals.borrow_and_update().as_ref() {
-                            stop.set(f[plan.target]);
+                    r = &mut next => break r,
+                    _ = &mut finals, if stop.end.is_none() => {
+                        match ctx.finals.get() {
+                            Some(Some(f)) => stop.set(f[plan.target]),
+                            _ => break 'run,
                         }
                         if stop.reached(last) {
-                            break None;
+                            break 'run;
                         }
                     }
-                    _ = tokio::time::sleep_until(plan.leave_at.unwrap_or(far)),
-                        if plan.leave_at.is_some() && stop.end.is_none() => {
+                    _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
                         user.leave(&plan, &mut stop).await;
                         if stop.reached(last) {
-                            break None;
+                            break 'run;
                         }
                     }
-                    _ = tokio::time::sleep_until(stop.deadline.unwrap_or(far)),
-                        if stop.deadline.is_some() => break None,
+                    _ = &mut deadline, if stop.deadline.is_some() => break 'run,
                 }
             }
         };
         match got {
-            None => break,
-            Some(Ok(received)) => user.feed(received),
-            Some(Err(e)) => {
+            Ok(received) => user.feed(received),
+            Err(e) => {
                 user.error(e.kind());
                 receiver = None;
             }
