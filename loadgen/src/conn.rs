@@ -164,9 +164,9 @@ impl Http {
         let body = self
             .get_body(&format!("/rooms/{room}/messages?limit=1&after={NOW}"))
             .await?;
-        serde_json::from_slice::<crate::wire::Page>(&body)
+        crate::wire::page(&body, |_| {})
             .map(|p| p.last_id)
-            .map_err(|e| ClientError::Protocol(format!("short poll answer: {e}")))
+            .map_err(|_| ClientError::Protocol("short poll answer is not a page".into()))
     }
 
     /// Upgrades the connection to a WebSocket with a `GET path`.

@@ -13,7 +13,7 @@ use crate::conn::Http;
 use crate::error::ClientError;
 use crate::tracker::Tracker;
 use crate::transport::{Received, Receiver, Sub};
-use crate::wire::{self, Msg, Page};
+use crate::wire::{self, Msg};
 use crate::worker::WorkerCtx;
 
 /// Who a user is and when it runs.
@@ -89,6 +89,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             tracker: Tracker::default(),
         },
         cursor: 0,
+        page: Vec::new(),
     };
     let mut stop = Stop {
         end: None,
@@ -184,6 +185,8 @@ struct User<'a> {
     rec: UserRecord,
     /// The `after` of the next poll or reconnect.
     cursor: u64,
+    /// The messages of the answer being read, kept for its allocation.
+    page: Vec<Msg>,
 }
 
 impl User<'_> {
@@ -242,7 +245,7 @@ impl User<'_> {
     }
 
     /// Accounts for what the receiver got.
-    fn feed(&mut self, received: Received) {
+    fn feed(&mut self, received: Received<'_>) {
         let now = self.ctx.shared.clock.now_us();
         let (body, page) = match received {
             Received::Nothing => return,
@@ -259,7 +262,7 @@ impl User<'_> {
             self.cursor = self.cursor.max(id);
             delivered += 1;
             if let Some(sent) = m.client_ts {
-                let due = sent.saturating_sub(wire::lag_of(&m.text).unwrap_or(0));
+                let due = sent.saturating_sub(m.lag.unwrap_or(0));
                 if due >= window.0 && due < window.1 {
                     stats
                         .latency
@@ -272,12 +275,15 @@ impl User<'_> {
         };
         let mut kind = None;
         if page {
-            match serde_json::from_slice::<Page>(&body) {
+            // A page is accounted only once all of it has been read: a malformed one
+            // delivers nothing.
+            self.page.clear();
+            match wire::page(body, |m| self.page.push(*m)) {
                 Ok(p) => {
-                    p.messages.iter().for_each(&mut deliver);
+                    self.page.iter().for_each(&mut deliver);
                     self.cursor = self.cursor.max(p.last_id);
                     stats.requests += 1;
-                    if p.messages.is_empty() {
+                    if p.count == 0 {
                         stats.empty += 1;
                     }
                     kind = p.gap.then_some("gap");
@@ -285,10 +291,10 @@ impl User<'_> {
                 Err(_) => kind = Some("protocol"),
             }
         } else {
-            match serde_json::from_slice::<Msg>(&body) {
+            match wire::msg(body) {
                 Ok(m) if m.gap => kind = Some("gap"),
                 Ok(m) if m.id.is_some() => deliver(&m),
-                Ok(m) if m.error.is_some() => kind = Some("server_error"),
+                Ok(m) if m.error => kind = Some("server_error"),
                 _ => kind = Some("protocol"),
             }
         }

@@ -2,6 +2,8 @@
 //! again as soon as each answer has arrived. Passing `after` on every poll makes an
 //! answer lost in transit cost nothing.
 
+use bytes::Bytes;
+
 use super::{Received, Receiver, Sub};
 use crate::conn::Http;
 use crate::error::ClientError;
@@ -9,6 +11,8 @@ use crate::error::ClientError;
 pub struct LongPoll {
     http: Http,
     path: String,
+    /// The last answer.
+    body: Bytes,
 }
 
 impl Receiver for LongPoll {
@@ -20,11 +24,15 @@ impl Receiver for LongPoll {
             "/rooms/{}/long-poll?client={}&limit=1000&timeout_ms={}&after=",
             sub.room, sub.client, sub.long_poll_timeout_ms
         );
-        Ok(LongPoll { http, path })
+        Ok(LongPoll {
+            http,
+            path,
+            body: Bytes::new(),
+        })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError> {
-        let body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
-        Ok(Received::Page(body))
+    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError> {
+        self.body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
+        Ok(Received::Page(&self.body))
     }
 }

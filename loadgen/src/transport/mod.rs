@@ -9,7 +9,6 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 use crate::conn::Http;
@@ -17,12 +16,13 @@ use crate::error::ClientError;
 use crate::user::{UserPlan, UserRecord};
 use crate::worker::WorkerCtx;
 
-/// What a receiver got from the server.
-pub enum Received {
+/// What a receiver got from the server, borrowed from the receiver until its next
+/// call: handing it on costs no copy and no reference count.
+pub enum Received<'a> {
     /// A poll answer: `{"messages":[...],"last_id":N}`; one HTTP request.
-    Page(Bytes),
+    Page(&'a [u8]),
     /// One message (or gap / error) JSON object, from a stream.
-    Message(Bytes),
+    Message(&'a [u8]),
     /// Something that carries no message (an SSE comment, a ping).
     Nothing,
 }
@@ -51,7 +51,7 @@ pub trait Receiver: Sized + 'static {
     async fn open(http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
 
     /// Waits for what the server sends next. `cursor` is the `after` a poll passes.
-    async fn next(&mut self, sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError>;
+    async fn next(&mut self, sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError>;
 }
 
 /// A registered transport.

@@ -3,6 +3,8 @@
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use bytes::Bytes;
+
 use super::{Received, Receiver, Sub};
 use crate::conn::Http;
 use crate::error::ClientError;
@@ -11,6 +13,8 @@ pub struct Poll {
     http: Http,
     tick: Interval,
     path: String,
+    /// The last answer.
+    body: Bytes,
 }
 
 impl Receiver for Poll {
@@ -25,12 +29,13 @@ impl Receiver for Poll {
             http,
             tick,
             path: format!("/rooms/{}/messages?limit=1000&after=", sub.room),
+            body: Bytes::new(),
         })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError> {
+    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError> {
         self.tick.tick().await;
-        let body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
-        Ok(Received::Page(body))
+        self.body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
+        Ok(Received::Page(&self.body))
     }
 }

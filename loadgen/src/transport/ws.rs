@@ -3,6 +3,7 @@
 //! idle sockets cost over a gigabyte). Text frames are messages; pings are answered
 //! by tungstenite while reading.
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -16,6 +17,8 @@ use crate::error::ClientError;
 
 pub struct Ws {
     socket: WebSocketStream<TokioIo<Upgraded>>,
+    /// The last text frame.
+    text: Bytes,
 }
 
 impl Receiver for Ws {
@@ -28,12 +31,18 @@ impl Receiver for Ws {
             .await?;
         let config = WebSocketConfig::default().read_buffer_size(4096);
         let socket = WebSocketStream::from_raw_socket(io, Role::Client, Some(config)).await;
-        Ok(Ws { socket })
+        Ok(Ws {
+            socket,
+            text: Bytes::new(),
+        })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received, ClientError> {
+    async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received<'_>, ClientError> {
         match self.socket.next().await {
-            Some(Ok(Message::Text(text))) => Ok(Received::Message(text.into())),
+            Some(Ok(Message::Text(text))) => {
+                self.text = text.into();
+                Ok(Received::Message(&self.text))
+            }
             Some(Ok(Message::Close(_))) | None => Err(ClientError::Closed),
             Some(Ok(_)) => Ok(Received::Nothing),
             Some(Err(e)) => Err(e.into()),
