@@ -11,6 +11,8 @@ pub enum ClientError {
     Connect(#[source] io::Error),
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
+    #[error("http: {0}")]
+    Io(#[source] io::Error),
     #[error("status {status} for {path}")]
     Status { status: u16, path: String },
     #[error("protocol: {0}")]
@@ -30,7 +32,7 @@ impl ClientError {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Connect(_) => "connect",
-            ClientError::Http(_) => "http",
+            ClientError::Http(_) | ClientError::Io(_) => "http",
             ClientError::Status { .. } => "status",
             ClientError::Protocol(_) => "protocol",
             ClientError::Ws(_) => "websocket",

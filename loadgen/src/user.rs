@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::Conn;
 use crate::tracker::Tracker;
 use crate::transport::{Received, Receiver, Sub};
 use crate::wire::{self, Msg};
@@ -204,7 +204,7 @@ impl User<'_> {
     ) -> Result<R, ClientError> {
         let bytes = self.ctx.bytes[plan.transport].clone();
         let target = &self.ctx.shared.targets[plan.target];
-        let mut http = Http::open(target, plan.source, bytes).await?;
+        let mut http = Conn::open(target, plan.source, bytes).await?;
         self.ctx.stats.borrow_mut()[plan.transport].connections += 1;
         if !self.rec.subscribed {
             let now = http.newest(sub.room).await?;
@@ -232,7 +232,7 @@ impl User<'_> {
     async fn leave(&mut self, plan: &UserPlan, stop: &mut Stop) {
         let target = &self.ctx.shared.targets[plan.target];
         let room = &self.ctx.shared.scenario.room;
-        let newest = match Http::open(target, plan.source, Default::default()).await {
+        let newest = match Conn::open(target, plan.source, Default::default()).await {
             Ok(mut http) => http.newest(room).await,
             Err(e) => Err(e),
         };

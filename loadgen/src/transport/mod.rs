@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use futures_util::future::LocalBoxFuture;
 
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::Conn;
 use crate::user::{UserPlan, UserRecord};
 use crate::worker::WorkerCtx;
 
@@ -48,7 +48,7 @@ pub trait Receiver: Sized + 'static {
     const OPEN_REQUESTS: bool;
 
     /// Subscribes on `http` to the messages after `after`.
-    async fn open(http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
+    async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
 
     /// Waits for what the server sends next. `cursor` is the `after` a poll passes.
     async fn next(&mut self, sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError>;

@@ -3,25 +3,21 @@
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use bytes::Bytes;
-
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
+use crate::h1::Conn;
 use crate::error::ClientError;
 
 pub struct Poll {
-    http: Http,
+    http: Conn,
     tick: Interval,
     path: String,
-    /// The last answer.
-    body: Bytes,
 }
 
 impl Receiver for Poll {
     const NAME: &'static str = "poll";
     const OPEN_REQUESTS: bool = false;
 
-    async fn open(http: Http, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
         let first = Instant::now() + sub.poll_interval.mul_f64(sub.phase);
         let mut tick = tokio::time::interval_at(first, sub.poll_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -29,13 +25,12 @@ impl Receiver for Poll {
             http,
             tick,
             path: format!("/rooms/{}/messages?limit=1000&after=", sub.room),
-            body: Bytes::new(),
         })
     }
 
     async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError> {
         self.tick.tick().await;
-        self.body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
-        Ok(Received::Page(&self.body))
+        let body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
+        Ok(Received::Page(body))
     }
 }

@@ -5,39 +5,24 @@
 //! through the parser, and one that keeps its buffers from event to event and hands
 //! out the data as a borrowed slice costs no allocation per event.
 
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::{Conn, Stream};
 
 pub struct Sse {
-    body: Incoming,
+    body: Stream,
     parser: Parser,
-    /// Kept so the connection lives as long as the stream.
-    _http: Http,
 }
 
 impl Receiver for Sse {
     const NAME: &'static str = "sse";
     const OPEN_REQUESTS: bool = true;
 
-    async fn open(mut http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let path = format!("/rooms/{}/events?after={after}", sub.room);
-        let resp = http.get(&path).await?;
-        let is_sse = resp
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(ClientError::Protocol(format!("{path} is not text/event-stream")));
-        }
         Ok(Sse {
-            body: resp.into_body(),
+            body: http.stream(&path).await?,
             parser: Parser::default(),
-            _http: http,
         })
     }
 
@@ -46,15 +31,15 @@ impl Receiver for Sse {
             if self.parser.next_event() {
                 return Ok(Received::Message(self.parser.data()));
             }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.parser.push(data);
-                    }
-                }
-                Some(Err(e)) => return Err(ClientError::Sse(e.to_string())),
-                None => return Err(ClientError::Closed),
-            }
+            let parser = &mut self.parser;
+            // A broken stream counts as an SSE error, whatever broke it.
+            self.body
+                .read(|b| parser.push(b))
+                .await
+                .map_err(|e| match e {
+                    ClientError::Io(_) | ClientError::Protocol(_) => ClientError::Sse(e.to_string()),
+                    e => e,
+                })?;
         }
     }
 }

@@ -5,18 +5,16 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
+use crate::h1::Conn;
 use crate::error::ClientError;
 
 pub struct Ws {
-    socket: WebSocketStream<TokioIo<Upgraded>>,
+    socket: WebSocketStream<Conn>,
     /// The last text frame.
     text: Bytes,
 }
@@ -25,7 +23,7 @@ impl Receiver for Ws {
     const NAME: &'static str = "ws";
     const OPEN_REQUESTS: bool = true;
 
-    async fn open(http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let io = http
             .upgrade(&format!("/rooms/{}/ws?after={after}", sub.room))
             .await?;
