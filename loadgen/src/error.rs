@@ -18,7 +18,7 @@ pub enum ClientError {
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    Ws(String),
     #[error("sse: {0}")]
     Sse(String),
     #[error("connection closed by the server")]

@@ -10,12 +10,11 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::conn::{CONNECT_TIMEOUT, NOW, tcp};
@@ -107,6 +106,11 @@ impl Conn {
 
     /// Reads more bytes into the buffer; how many (0 at the end of the connection).
     async fn fill(&mut self) -> Result<usize, ClientError> {
+        self.fill_to(0).await
+    }
+
+    /// [`Conn::fill`], with room for at least `want` unread bytes in the buffer.
+    pub(crate) async fn fill_to(&mut self, want: usize) -> Result<usize, ClientError> {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -116,6 +120,9 @@ impl Conn {
         }
         if self.buf.capacity() - self.buf.len() < BUF / 4 {
             self.buf.reserve(BUF);
+        }
+        if self.buf.capacity() < want {
+            self.buf.reserve(want - self.buf.len());
         }
         let n = self.stream.read_buf(&mut self.buf).await.map_err(io_err)?;
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -329,9 +336,9 @@ impl Conn {
     }
 
     /// Upgrades the connection to a WebSocket with a `GET path`; the connection, to
-    /// be read and written as the socket.
+    /// be read and written as the socket (`crate::transport::ws`).
     pub async fn upgrade(mut self, path: &str) -> Result<Conn, ClientError> {
-        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let key = base64::engine::general_purpose::STANDARD.encode(random_bytes::<16>());
         let extra = format!(
             "connection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\
              sec-websocket-key: {key}\r\n"
@@ -339,15 +346,40 @@ impl Conn {
         let head = self.request(path, &extra).await?;
         expect(&head, 101, path)?;
         self.reusable = false;
-        // What is left of the buffer is the socket's first bytes; the rest of it
-        // would only sit beside tungstenite's own.
-        self.buf.drain(..self.start);
-        self.start = 0;
-        self.buf.shrink_to_fit();
         self.req = Vec::new();
         self.body = Vec::new();
         Ok(self)
     }
+
+    /// The bytes read and not used yet.
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Marks `n` more bytes as used.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Writes all of `bytes`.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await.map_err(io_err)
+    }
+}
+
+/// `N` bytes nobody can guess (std's per-process random hash keys, mixed with a
+/// counter), for WebSocket keys and masks.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(8) {
+        let mut h = state.build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+    }
+    out
 }
 
 fn expect(head: &Head, want: u16, path: &str) -> Result<(), ClientError> {
@@ -383,45 +415,6 @@ impl Stream {
                 return Err(ClientError::Closed);
             }
         }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.start < this.buf.len() {
-            let n = out.remaining().min(this.buf.len() - this.start);
-            out.put_slice(&this.buf[this.start..this.start + n]);
-            this.start += n;
-            return Poll::Ready(Ok(()));
-        }
-        let before = out.filled().len();
-        let r = Pin::new(&mut this.stream).poll_read(cx, out);
-        if let Poll::Ready(Ok(())) = r {
-            let n = (out.filled().len() - before) as u64;
-            this.bytes.fetch_add(n, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
