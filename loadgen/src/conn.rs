@@ -1,7 +1,7 @@
-//! One user's HTTP/1.1 connection: a TCP stream (optionally from a chosen source
-//! address) wrapped so that every byte read is counted, driven by hyper's
-//! connection-level client. Keep-alive requests, JSON bodies and the WebSocket upgrade
-//! all go over it.
+//! An HTTP/1.1 connection for the senders and the run's own checks: a TCP stream
+//! (optionally from a chosen source address) wrapped so that every byte read is
+//! counted, driven by hyper's connection-level client. Keep-alive requests and JSON
+//! bodies go over it. Simulated users have their own, leaner connection (`crate::h1`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
-use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,7 +28,7 @@ use crate::target::Target;
 pub const NOW: u64 = 9_007_199_254_740_991;
 
 /// How long a connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TCP stream that adds every byte it reads to a shared counter.
 pub struct Counted {
@@ -69,7 +68,7 @@ impl AsyncWrite for Counted {
     }
 }
 
-async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+pub(crate) async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -108,7 +107,7 @@ impl Http {
         let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::task::spawn_local(async move {
             // Errors reach the user through its requests.
-            let _ = conn.with_upgrades().await;
+            let _ = conn.await;
         });
         let host = HeaderValue::from_str(&target.authority)
             .map_err(|e| ClientError::Protocol(format!("bad host: {e}")))?;
@@ -164,26 +163,9 @@ impl Http {
         let body = self
             .get_body(&format!("/rooms/{room}/messages?limit=1&after={NOW}"))
             .await?;
-        serde_json::from_slice::<crate::wire::Page>(&body)
+        crate::wire::page(&body, |_| {})
             .map(|p| p.last_id)
-            .map_err(|e| ClientError::Protocol(format!("short poll answer: {e}")))
-    }
-
-    /// Upgrades the connection to a WebSocket with a `GET path`.
-    pub async fn upgrade(mut self, path: &str) -> Result<TokioIo<Upgraded>, ClientError> {
-        let mut req = self.request(Method::GET, path, Bytes::new());
-        let h = req.headers_mut();
-        h.insert("connection", HeaderValue::from_static("Upgrade"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
-        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-        h.insert(
-            "sec-websocket-key",
-            HeaderValue::from_str(&key).expect("base64 is a valid header"),
-        );
-        let resp = self.send(req).await?;
-        let resp = expect_status(resp, StatusCode::SWITCHING_PROTOCOLS, path)?;
-        Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
+            .map_err(|_| ClientError::Protocol("short poll answer is not a page".into()))
     }
 }
 

@@ -11,12 +11,14 @@ pub enum ClientError {
     Connect(#[source] io::Error),
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
+    #[error("http: {0}")]
+    Io(#[source] io::Error),
     #[error("status {status} for {path}")]
     Status { status: u16, path: String },
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    Ws(String),
     #[error("sse: {0}")]
     Sse(String),
     #[error("connection closed by the server")]
@@ -30,7 +32,7 @@ impl ClientError {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientError::Connect(_) => "connect",
-            ClientError::Http(_) => "http",
+            ClientError::Http(_) | ClientError::Io(_) => "http",
             ClientError::Status { .. } => "status",
             ClientError::Protocol(_) => "protocol",
             ClientError::Ws(_) => "websocket",

@@ -10,7 +10,8 @@
 //! - [`user`]: one user's loop, generic over its transport's receiver.
 //! - [`transport`]: one file per transport behind the `Receiver` trait, and the list.
 //! - [`sender`]: the open-model send schedule and its connection pool.
-//! - [`conn`]: a user's HTTP/1.1 connection with a byte-counting TCP stream.
+//! - [`h1`]: a user's own HTTP/1.1 connection (polls, SSE stream, WebSocket upgrade).
+//! - [`conn`]: hyper HTTP/1.1 connections for senders and checks, bytes counted.
 //! - [`wire`]: the protocol shapes, parsed for what is needed only.
 //! - [`tracker`]: per-user id accounting (lost, duplicated, out of order).
 //! - [`stats`]: histograms and counters; [`account`]: from records to result rows.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod conn;
 pub mod error;
+pub mod h1;
 pub mod machine;
 pub mod metrics;
 pub mod progress;

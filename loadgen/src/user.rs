@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::Conn;
 use crate::tracker::Tracker;
 use crate::transport::{Received, Receiver, Sub};
-use crate::wire::{self, Msg, Page};
+use crate::wire::{self, Msg};
 use crate::worker::WorkerCtx;
 
 /// Who a user is and when it runs.
@@ -89,8 +89,8 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             tracker: Tracker::default(),
         },
         cursor: 0,
+        page: Vec::new(),
     };
-    let mut finals = ctx.finals.clone();
     let mut stop = Stop {
         end: None,
         deadline: None,
@@ -98,13 +98,27 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     };
     let mut receiver: Option<R> = None;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    // The futures that can end a wait for the next message live as long as the user,
+    // so that each message costs one poll of each, not a timer and a waiter set up and
+    // torn down again.
+    let finals = ctx.finals.changed();
+    tokio::pin!(finals);
+    finals.as_mut().enable();
+    let leave = tokio::time::sleep_until(plan.leave_at.unwrap_or(far));
+    tokio::pin!(leave);
+    let deadline = tokio::time::sleep_until(far);
+    tokio::pin!(deadline);
+    let mut armed = None;
 
-    loop {
+    'run: loop {
         if stop.end.is_none() {
-            if let Some(f) = finals.borrow_and_update().as_ref() {
-                stop.set(f[plan.target]);
-            } else if plan.leave_at.is_some_and(|t| Instant::now() >= t) {
-                user.leave(&plan, &mut stop).await;
+            match ctx.finals.get() {
+                Some(Some(f)) => stop.set(f[plan.target]),
+                Some(None) => break,
+                None if plan.leave_at.is_some_and(|t| Instant::now() >= t) => {
+                    user.leave(&plan, &mut stop).await;
+                }
+                None => {}
             }
         }
         if stop.reached(user.rec.tracker.last()) {
@@ -125,37 +139,36 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             let next = rx.next(&sub, user.cursor);
             tokio::pin!(next);
             loop {
+                if stop.deadline != armed {
+                    armed = stop.deadline;
+                    deadline.as_mut().reset(armed.unwrap_or(far));
+                }
                 let last = user.rec.tracker.last();
                 tokio::select! {
                     biased;
-                    r = &mut next => break Some(r),
-                    changed = finals.changed(), if stop.end.is_none() => {
-                        if changed.is_err() {
-                            break None;
-                        }
-                        if let Some(f) = finals.borrow_and_update().as_ref() {
-                            stop.set(f[plan.target]);
+                    r = &mut next => break r,
+                    _ = &mut finals, if stop.end.is_none() => {
+                        match ctx.finals.get() {
+                            Some(Some(f)) => stop.set(f[plan.target]),
+                            _ => break 'run,
                         }
                         if stop.reached(last) {
-                            break None;
+                            break 'run;
                         }
                     }
-                    _ = tokio::time::sleep_until(plan.leave_at.unwrap_or(far)),
-                        if plan.leave_at.is_some() && stop.end.is_none() => {
+                    _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
                         user.leave(&plan, &mut stop).await;
                         if stop.reached(last) {
-                            break None;
+                            break 'run;
                         }
                     }
-                    _ = tokio::time::sleep_until(stop.deadline.unwrap_or(far)),
-                        if stop.deadline.is_some() => break None,
+                    _ = &mut deadline, if stop.deadline.is_some() => break 'run,
                 }
             }
         };
         match got {
-            None => break,
-            Some(Ok(received)) => user.feed(received),
-            Some(Err(e)) => {
+            Ok(received) => user.feed(received),
+            Err(e) => {
                 user.error(e.kind());
                 receiver = None;
             }
@@ -172,6 +185,8 @@ struct User<'a> {
     rec: UserRecord,
     /// The `after` of the next poll or reconnect.
     cursor: u64,
+    /// The messages of the answer being read, kept for its allocation.
+    page: Vec<Msg>,
 }
 
 impl User<'_> {
@@ -189,7 +204,7 @@ impl User<'_> {
     ) -> Result<R, ClientError> {
         let bytes = self.ctx.bytes[plan.transport].clone();
         let target = &self.ctx.shared.targets[plan.target];
-        let mut http = Http::open(target, plan.source, bytes).await?;
+        let mut http = Conn::open(target, plan.source, bytes).await?;
         self.ctx.stats.borrow_mut()[plan.transport].connections += 1;
         if !self.rec.subscribed {
             let now = http.newest(sub.room).await?;
@@ -217,7 +232,7 @@ impl User<'_> {
     async fn leave(&mut self, plan: &UserPlan, stop: &mut Stop) {
         let target = &self.ctx.shared.targets[plan.target];
         let room = &self.ctx.shared.scenario.room;
-        let newest = match Http::open(target, plan.source, Default::default()).await {
+        let newest = match Conn::open(target, plan.source, Default::default()).await {
             Ok(mut http) => http.newest(room).await,
             Err(e) => Err(e),
         };
@@ -230,7 +245,7 @@ impl User<'_> {
     }
 
     /// Accounts for what the receiver got.
-    fn feed(&mut self, received: Received) {
+    fn feed(&mut self, received: Received<'_>) {
         let now = self.ctx.shared.clock.now_us();
         let (body, page) = match received {
             Received::Nothing => return,
@@ -247,7 +262,7 @@ impl User<'_> {
             self.cursor = self.cursor.max(id);
             delivered += 1;
             if let Some(sent) = m.client_ts {
-                let due = sent.saturating_sub(wire::lag_of(&m.text).unwrap_or(0));
+                let due = sent.saturating_sub(m.lag.unwrap_or(0));
                 if due >= window.0 && due < window.1 {
                     stats
                         .latency
@@ -260,12 +275,15 @@ impl User<'_> {
         };
         let mut kind = None;
         if page {
-            match serde_json::from_slice::<Page>(&body) {
+            // A page is accounted only once all of it has been read: a malformed one
+            // delivers nothing.
+            self.page.clear();
+            match wire::page(body, |m| self.page.push(*m)) {
                 Ok(p) => {
-                    p.messages.iter().for_each(&mut deliver);
+                    self.page.iter().for_each(&mut deliver);
                     self.cursor = self.cursor.max(p.last_id);
                     stats.requests += 1;
-                    if p.messages.is_empty() {
+                    if p.count == 0 {
                         stats.empty += 1;
                     }
                     kind = p.gap.then_some("gap");
@@ -273,10 +291,10 @@ impl User<'_> {
                 Err(_) => kind = Some("protocol"),
             }
         } else {
-            match serde_json::from_slice::<Msg>(&body) {
+            match wire::msg(body) {
                 Ok(m) if m.gap => kind = Some("gap"),
                 Ok(m) if m.id.is_some() => deliver(&m),
-                Ok(m) if m.error.is_some() => kind = Some("server_error"),
+                Ok(m) if m.error => kind = Some("server_error"),
                 _ => kind = Some("protocol"),
             }
         }

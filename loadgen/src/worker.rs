@@ -2,13 +2,13 @@
 //! the users and senders. Everything it records stays on the thread and is handed to
 //! the runner once, at the end.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -43,7 +43,39 @@ pub struct WorkerCtx {
     pub bytes: Vec<Arc<AtomicU64>>,
     pub progress: Arc<Progress>,
     /// Per target, the last id published: set when all senders are done.
-    pub finals: watch::Receiver<Option<Vec<u64>>>,
+    pub finals: Finals,
+}
+
+/// The runner's last ids, copied once onto the worker's thread. Users wait on this
+/// rather than on the runner's `watch` channel: waiting on that means registering with
+/// a lock shared by every worker thread on each message received, this is one
+/// registration per user with a lock only its own thread takes.
+#[derive(Default)]
+pub struct Finals {
+    /// `Some(None)`: the runner went away without sending them.
+    value: OnceCell<Option<Vec<u64>>>,
+    notify: Notify,
+}
+
+impl Finals {
+    /// `None` until known; then the last ids, or `None` if they never will be.
+    pub fn get(&self) -> Option<Option<&[u64]>> {
+        self.value.get().map(|v| v.as_deref())
+    }
+
+    /// Completes once [`Finals::get`] answers; `enable` it before the first `get`.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    async fn forward(&self, mut rx: watch::Receiver<Option<Vec<u64>>>) {
+        let value = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        let _ = self.value.set(value);
+        self.notify.notify_waiters();
+    }
 }
 
 /// What a worker hands over at the end.
@@ -95,8 +127,12 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
         stats: RefCell::new(vec![TransportStats::default(); TRANSPORTS.len()]),
         bytes: (0..TRANSPORTS.len()).map(|_| Arc::default()).collect(),
         progress: job.progress,
-        finals: job.finals,
+        finals: Finals::default(),
     });
+    let forward = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move { ctx.finals.forward(job.finals).await })
+    };
     let handles: Vec<_> = job
         .users
         .into_iter()
@@ -126,6 +162,7 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+    forward.abort();
     let before = at_window.await.expect("the snapshot task does not panic");
     let after = traffic(&ctx);
     let mut stats = ctx.stats.take();

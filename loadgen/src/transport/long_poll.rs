@@ -3,11 +3,11 @@
 //! answer lost in transit cost nothing.
 
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
+use crate::h1::Conn;
 use crate::error::ClientError;
 
 pub struct LongPoll {
-    http: Http,
+    http: Conn,
     path: String,
 }
 
@@ -15,7 +15,7 @@ impl Receiver for LongPoll {
     const NAME: &'static str = "long-poll";
     const OPEN_REQUESTS: bool = false;
 
-    async fn open(http: Http, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
         let path = format!(
             "/rooms/{}/long-poll?client={}&limit=1000&timeout_ms={}&after=",
             sub.room, sub.client, sub.long_poll_timeout_ms
@@ -23,7 +23,7 @@ impl Receiver for LongPoll {
         Ok(LongPoll { http, path })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError> {
+    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError> {
         let body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
         Ok(Received::Page(body))
     }

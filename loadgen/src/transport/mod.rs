@@ -9,20 +9,20 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::Conn;
 use crate::user::{UserPlan, UserRecord};
 use crate::worker::WorkerCtx;
 
-/// What a receiver got from the server.
-pub enum Received {
+/// What a receiver got from the server, borrowed from the receiver until its next
+/// call: handing it on costs no copy and no reference count.
+pub enum Received<'a> {
     /// A poll answer: `{"messages":[...],"last_id":N}`; one HTTP request.
-    Page(Bytes),
+    Page(&'a [u8]),
     /// One message (or gap / error) JSON object, from a stream.
-    Message(Bytes),
+    Message(&'a [u8]),
     /// Something that carries no message (an SSE comment, a ping).
     Nothing,
 }
@@ -48,10 +48,10 @@ pub trait Receiver: Sized + 'static {
     const OPEN_REQUESTS: bool;
 
     /// Subscribes on `http` to the messages after `after`.
-    async fn open(http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
+    async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
 
     /// Waits for what the server sends next. `cursor` is the `after` a poll passes.
-    async fn next(&mut self, sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError>;
+    async fn next(&mut self, sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError>;
 }
 
 /// A registered transport.

@@ -4,11 +4,11 @@
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
+use crate::h1::Conn;
 use crate::error::ClientError;
 
 pub struct Poll {
-    http: Http,
+    http: Conn,
     tick: Interval,
     path: String,
 }
@@ -17,7 +17,7 @@ impl Receiver for Poll {
     const NAME: &'static str = "poll";
     const OPEN_REQUESTS: bool = false;
 
-    async fn open(http: Http, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
         let first = Instant::now() + sub.poll_interval.mul_f64(sub.phase);
         let mut tick = tokio::time::interval_at(first, sub.poll_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -28,7 +28,7 @@ impl Receiver for Poll {
         })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received, ClientError> {
+    async fn next(&mut self, _sub: &Sub<'_>, cursor: u64) -> Result<Received<'_>, ClientError> {
         self.tick.tick().await;
         let body = self.http.get_body(&format!("{}{cursor}", self.path)).await?;
         Ok(Received::Page(body))

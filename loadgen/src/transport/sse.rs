@@ -1,49 +1,203 @@
-//! Server-Sent Events: `GET /rooms/{room}/events?after=N`, parsed with
-//! `eventsource-stream`. `message` and `gap` events are passed on; comments and the
-//! `retry` line carry no message.
-
-use eventsource_stream::{EventStream, Eventsource};
-use futures_util::StreamExt;
-use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
+//! Server-Sent Events: `GET /rooms/{room}/events?after=N`. `message` and `gap` events
+//! are passed on; comments, `retry` and other events carry no message.
+//!
+//! The stream is parsed here, not by a general SSE library: every delivery goes
+//! through the parser, and one that keeps its buffers from event to event and hands
+//! out the data as a borrowed slice costs no allocation per event.
 
 use super::{Received, Receiver, Sub};
-use crate::conn::Http;
 use crate::error::ClientError;
+use crate::h1::{Conn, Stream};
 
 pub struct Sse {
-    events: EventStream<BodyDataStream<Incoming>>,
-    /// Kept so the connection lives as long as the stream.
-    _http: Http,
+    body: Stream,
+    parser: Parser,
 }
 
 impl Receiver for Sse {
     const NAME: &'static str = "sse";
     const OPEN_REQUESTS: bool = true;
 
-    async fn open(mut http: Http, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
+    async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let path = format!("/rooms/{}/events?after={after}", sub.room);
-        let resp = http.get(&path).await?;
-        let is_sse = resp
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(ClientError::Protocol(format!("{path} is not text/event-stream")));
-        }
-        let events = BodyDataStream::new(resp.into_body()).eventsource();
-        Ok(Sse { events, _http: http })
+        Ok(Sse {
+            body: http.stream(&path).await?,
+            parser: Parser::default(),
+        })
     }
 
-    async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received, ClientError> {
-        match self.events.next().await {
-            Some(Ok(ev)) if !ev.data.is_empty() && (ev.event == "message" || ev.event == "gap") => {
-                Ok(Received::Message(ev.data.into()))
+    async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received<'_>, ClientError> {
+        loop {
+            if self.parser.next_event() {
+                return Ok(Received::Message(self.parser.data()));
             }
-            Some(Ok(_)) => Ok(Received::Nothing),
-            Some(Err(e)) => Err(ClientError::Sse(e.to_string())),
-            None => Err(ClientError::Closed),
+            let parser = &mut self.parser;
+            // A broken stream counts as an SSE error, whatever broke it.
+            self.body
+                .read(|b| parser.push(b))
+                .await
+                .map_err(|e| match e {
+                    ClientError::Io(_) | ClientError::Protocol(_) => ClientError::Sse(e.to_string()),
+                    e => e,
+                })?;
         }
+    }
+}
+
+/// An incremental `text/event-stream` parser (the WHATWG rules: lines end with CRLF,
+/// LF or CR; `:` starts a comment; one space after the colon is dropped; `data` lines
+/// are joined with LF; an empty line dispatches an event that has data).
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// Received bytes; those before `start` are parsed.
+    buf: Vec<u8>,
+    start: usize,
+    /// The last line ended with CR: a LF right after it ends no line.
+    after_cr: bool,
+    /// The stream's first bytes are still to come (a leading BOM is dropped).
+    begun: bool,
+    /// The current event's type (empty: `message`) and data so far.
+    event: Vec<u8>,
+    building: Vec<u8>,
+    has_data: bool,
+    /// The data of the event [`Parser::next_event`] found.
+    data: Vec<u8>,
+}
+
+impl Parser {
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Parses up to the next `message` or `gap` event with data; whether there was
+    /// one. Its data is then [`Parser::data`].
+    pub fn next_event(&mut self) -> bool {
+        loop {
+            if !self.begun {
+                if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
+                    return false;
+                }
+                self.begun = true;
+                if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                    self.start = 3;
+                }
+            }
+            let rest = &self.buf[self.start..];
+            if self.after_cr && rest.first() == Some(&b'\n') {
+                self.start += 1;
+                self.after_cr = false;
+                continue;
+            }
+            let Some(len) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                return false;
+            };
+            let (line_start, line_end) = (self.start, self.start + len);
+            self.after_cr = self.buf[line_end] == b'\r';
+            self.start = line_end + 1;
+            if self.line(line_start, line_end) {
+                return true;
+            }
+        }
+    }
+
+    /// The data of the event [`Parser::next_event`] found.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Takes in one line; whether it dispatched a `message` or `gap` event.
+    fn line(&mut self, start: usize, end: usize) -> bool {
+        let line = &self.buf[start..end];
+        if line.is_empty() {
+            let wanted = self.has_data && matches!(&self.event[..], b"" | b"message" | b"gap");
+            if wanted {
+                std::mem::swap(&mut self.data, &mut self.building);
+            }
+            self.building.clear();
+            self.event.clear();
+            self.has_data = false;
+            return wanted;
+        }
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(0) => return false,
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &line[..0]),
+        };
+        match name {
+            b"data" => {
+                if self.has_data {
+                    self.building.push(b'\n');
+                }
+                self.building.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            // `id` and `retry` matter to a reconnecting browser; a user reconnects
+            // from the highest message id it has seen instead.
+            _ => {}
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parser;
+
+    /// Every event the parser passes on, feeding `chunks` one after another.
+    fn events(chunks: &[&[u8]]) -> Vec<String> {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.push(c);
+            while p.next_event() {
+                out.push(String::from_utf8(p.data().to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn message_and_gap_events_pass_others_do_not() {
+        let stream = b"retry: 1000\n\n: keep-alive\n\nid: 3\nevent: message\ndata: {\"id\":3}\n\n\
+            event: gap\ndata: {\"gap\":true}\n\nevent: other\ndata: x\n\ndata: plain\n\n\
+            event: message\n\nid: 4\n\n";
+        let want = ["{\"id\":3}", "{\"gap\":true}", "plain"];
+        assert_eq!(events(&[stream]), want);
+        // Split at every byte boundary, the same events come out.
+        for at in 0..stream.len() {
+            assert_eq!(events(&[&stream[..at], &stream[at..]]), want, "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(events(&bytes), want);
+    }
+
+    #[test]
+    fn line_endings_fields_and_multiline_data_follow_the_spec() {
+        let crlf = b"event: message\r\ndata: a\r\n\r\ndata:b\rdata\r\rdata:  c\n\n";
+        assert_eq!(events(&[crlf]), ["a", "b\n", " c"]);
+        assert_eq!(events(&[b"data: a\r", b"\ndata: b\r", b"\n\r\n"]), ["a\nb"]);
+        assert_eq!(events(&[b"\xEF\xBB", b"\xBFdata: x\n\n"]), ["x"]);
+        // An event without its blank line is not dispatched yet.
+        assert!(events(&[b"data: x\n"]).is_empty());
+        // `event` is reset after each dispatch.
+        assert_eq!(
+            events(&[b"event: other\ndata: 1\n\ndata: 2\n\n"]),
+            ["2"]
+        );
     }
 }
