@@ -56,6 +56,11 @@ pub struct Config {
     #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000)]
     pub ws_ping_ms: u64,
 
+    /// How long a write of an HTTP answer or SSE stream may make no progress before
+    /// the connection is closed (a reader that stopped reading holds nothing longer).
+    #[arg(long, env = "LAB_WRITE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_ms: u64,
+
     /// Worker threads of the async runtime; 1 runs everything on one thread, which
     /// leaves the other core to a load generator on the same machine.
     #[arg(long, env = "LAB_THREADS", default_value_t = 1)]

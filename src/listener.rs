@@ -21,6 +21,7 @@ pub async fn accept(
     app: Router,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    write_timeout: Duration,
 ) {
     let service = TowerToHyperService::new(app);
     loop {
@@ -41,6 +42,11 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(crate::http1::serve(stream, service, shutdown));
+        connections.spawn(crate::http1::serve(
+            stream,
+            service,
+            shutdown,
+            write_timeout,
+        ));
     }
 }

@@ -43,6 +43,7 @@ pub async fn run(
         router(state.clone()),
         shutdown.clone(),
         connections.clone(),
+        Duration::from_millis(state.config.write_timeout_ms),
     )
     .await;
     // Connections that still hold an answer get the grace period, then are dropped.

@@ -14,6 +14,7 @@ mod response;
 mod rewind;
 
 use std::io;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::HttpBody;
@@ -36,8 +37,8 @@ pub type Service = TowerToHyperService<Router>;
 
 /// Bytes asked of the kernel per read of a request.
 const READ_CHUNK: usize = 2048;
-/// Longest request head the lean loop reads; a longer one goes to hyper, which
-/// answers 431.
+/// Longest request head the lean loop reads; a longer one goes to hyper, which has
+/// its own, larger limit.
 const MAX_HEAD: usize = 16 * 1024;
 /// Most body bytes gathered into one write.
 const MAX_WRITE: usize = 64 * 1024;
@@ -45,12 +46,21 @@ const MAX_WRITE: usize = 64 * 1024;
 /// Serves one connection until the client closes it, an answer asks for `close`, or
 /// `shutdown` is cancelled while no request is in flight. An answer being written when
 /// shutdown comes is finished (the transports end theirs on the same token).
-pub async fn serve(stream: TcpStream, service: Service, shutdown: CancellationToken) {
+///
+/// A write that makes no progress for `write_timeout` (a reader that stopped reading)
+/// closes the connection, which drops the answer and frees its connection slot.
+pub async fn serve(
+    stream: TcpStream,
+    service: Service,
+    shutdown: CancellationToken,
+    write_timeout: Duration,
+) {
     let mut connection = Connection {
         stream,
         buf: BytesMut::new(),
         service,
         shutdown,
+        write_timeout,
     };
     if let Ok(Next::Hyper) = connection.serve_requests().await {
         connection.hand_to_hyper().await;
@@ -63,6 +73,7 @@ struct Connection {
     buf: BytesMut,
     service: Service,
     shutdown: CancellationToken,
+    write_timeout: Duration,
 }
 
 enum Next {
@@ -85,9 +96,14 @@ impl Connection {
                 HeadRead::Closed => return Ok(Next::Close),
             };
             self.buf.advance(head.len);
+            // The buffer grows with what arrives, not with what the head announces: a
+            // client that announces 64 KiB and sends one byte holds one read's worth.
             while self.buf.len() < head.body_len {
-                let missing = head.body_len - self.buf.len();
-                if read_some(&mut self.stream, &mut self.buf, missing.max(READ_CHUNK)).await? == 0 {
+                let read = tokio::select! {
+                    () = self.shutdown.cancelled() => return Ok(Next::Close),
+                    read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read?,
+                };
+                if read == 0 {
                     return Ok(Next::Close);
                 }
             }
@@ -100,14 +116,21 @@ impl Connection {
             // A client that goes away while its answer is pending (a held long poll)
             // drops the handler at once, which frees its connection slot.
             let response = tokio::select! {
+                // An answer that is ready is written even if the client has gone.
+                biased;
                 response = answer => match response {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
                 () = closed(&mut self.stream, &mut self.buf) => return Ok(Next::Close),
             };
-            let close = asked_close || self.shutdown.is_cancelled();
-            if !write_response(&mut self.stream, &mut self.buf, response, close).await? {
+            let close = asked_close || asks_close(&response) || self.shutdown.is_cancelled();
+            let writer = Writer {
+                stream: &mut self.stream,
+                buf: &mut self.buf,
+                timeout: self.write_timeout,
+            };
+            if !writer.write_response(response, close).await? {
                 return Ok(Next::Close);
             }
             if close || self.shutdown.is_cancelled() {
@@ -150,59 +173,96 @@ impl Connection {
     }
 }
 
-/// Writes the answer; `false` when the client went away before it was all written.
-async fn write_response(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    response: Response,
-    close: bool,
-) -> io::Result<bool> {
-    let (parts, body) = response.into_parts();
-    let framing = Framing::new(parts.status, body.size_hint().exact());
-    let mut out = Vec::with_capacity(512);
-    response::encode_head(&mut out, &parts, framing, close);
-    drop(parts);
-    if framing == Framing::None {
-        stream.write_all(&out).await?;
-        return Ok(true);
-    }
-    let mut frames = body.into_data_stream();
-    loop {
-        let next = tokio::select! {
-            biased;
-            next = frames.next() => next,
-            () = closed(stream, buf) => return Ok(false),
-        };
-        let mut end = false;
-        match next {
-            None => end = true,
-            // A body that fails half-way cannot be answered any more.
-            Some(Err(_)) => return Ok(false),
-            Some(Ok(data)) => {
-                response::encode_data(&mut out, framing, &data);
-                // Whatever else is ready goes into the same write.
-                while out.len() < MAX_WRITE {
-                    match frames.next().now_or_never() {
-                        Some(Some(Ok(data))) => response::encode_data(&mut out, framing, &data),
-                        Some(Some(Err(_))) => return Ok(false),
-                        Some(None) => {
-                            end = true;
-                            break;
+/// The answer is written with `Connection: close` when the handler asked for it.
+fn asks_close(response: &Response) -> bool {
+    response
+        .headers()
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+}
+
+/// Writes one answer to the connection.
+struct Writer<'a> {
+    stream: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    timeout: Duration,
+}
+
+impl Writer<'_> {
+    /// Writes the answer; `false` when the client went away before it was all written.
+    async fn write_response(mut self, response: Response, close: bool) -> io::Result<bool> {
+        let (parts, body) = response.into_parts();
+        let framing = Framing::new(parts.status, body.size_hint().exact());
+        let mut out = Vec::with_capacity(512);
+        response::encode_head(&mut out, &parts, framing, close);
+        drop(parts);
+        if framing == Framing::None {
+            return self.write(&out).await;
+        }
+        let mut frames = body.into_data_stream();
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = frames.next() => next,
+                () = closed(self.stream, self.buf) => return Ok(false),
+            };
+            let mut end = false;
+            match next {
+                None => end = true,
+                // A body that fails half-way cannot be answered any more.
+                Some(Err(_)) => return Ok(false),
+                Some(Ok(data)) => {
+                    response::encode_data(&mut out, framing, &data);
+                    // Whatever else is ready goes into the same write.
+                    while out.len() < MAX_WRITE {
+                        match frames.next().now_or_never() {
+                            Some(Some(Ok(data))) => response::encode_data(&mut out, framing, &data),
+                            Some(Some(Err(_))) => return Ok(false),
+                            Some(None) => {
+                                end = true;
+                                break;
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
                 }
             }
+            if end {
+                response::encode_end(&mut out, framing);
+            }
+            if !self.write(&out).await? {
+                return Ok(false);
+            }
+            if end {
+                return Ok(true);
+            }
+            // A stream waiting for its next event holds no write buffer.
+            out = Vec::new();
         }
-        if end {
-            response::encode_end(&mut out, framing);
+    }
+
+    /// Writes all of `bytes`; `false` when that made no progress for the write timeout.
+    /// Most writes complete at once; a timer is armed only for one that has to wait.
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        let mut written = 0;
+        while written < bytes.len() {
+            let mut write = std::pin::pin!(self.stream.write(&bytes[written..]));
+            let n = match (&mut write).now_or_never() {
+                Some(result) => result?,
+                None => match tokio::time::timeout(self.timeout, write).await {
+                    Ok(result) => result?,
+                    Err(_) => return Ok(false),
+                },
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            written += n;
         }
-        stream.write_all(&out).await?;
-        if end {
-            return Ok(true);
-        }
-        // A stream waiting for its next event holds no write buffer.
-        out = Vec::new();
+        Ok(true)
     }
 }
 
@@ -214,6 +274,9 @@ async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) {
             return std::future::pending().await;
         }
         match read_some(stream, buf, READ_CHUNK).await {
+            // A client that sent its next request and then shut its sending side still
+            // gets its answers; the end is seen when that request has been served.
+            Ok(0) if !buf.is_empty() => return std::future::pending().await,
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

@@ -87,7 +87,13 @@ fn build(request: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
             return None;
         }
         if name == axum::http::header::CONTENT_LENGTH {
-            let n: usize = value.to_str().ok()?.trim().parse().ok()?;
+            // Digits only, as HTTP defines it (Rust's parser would also take "+5"):
+            // the lean path and hyper must agree on where every request ends.
+            let digits = value.as_bytes();
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: usize = value.to_str().ok()?.parse().ok()?;
             if body_len.is_some_and(|m| m != n) || n > MAX_BODY {
                 return None;
             }
@@ -176,6 +182,8 @@ mod tests {
             "POST /m HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
         ));
         assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: five\r\n\r\n"));
+        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: +5\r\n\r\n"));
+        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n"));
         assert!(is_other("HEAD / HTTP/1.1\r\n\r\n"));
         assert!(is_other("DELETE /rooms/a/messages HTTP/1.1\r\n\r\n"));
         assert!(is_other("GET / HTTP/1.0\r\n\r\n"));

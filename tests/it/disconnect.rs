@@ -52,3 +52,33 @@ async fn a_long_poll_given_up_frees_its_slot_and_keeps_the_queue() {
     assert_eq!(ids, vec![1]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_sse_reader_that_stops_reading_is_closed_after_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.write_timeout_ms = 300;
+    let server = TestServer::with(config).await;
+    // Asks for the stream, then never reads a byte.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /rooms/r/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    server.wait_for_metric(OPEN_SSE, 1.0).await;
+    // Posts until the socket buffers are full and a write has waited 300 ms.
+    let text = "x".repeat(4000);
+    let mut posted = 0;
+    while server.metric(OPEN_SSE).await > 0.0 {
+        assert!(posted < 20_000, "a stream nobody reads was never closed");
+        for _ in 0..50 {
+            server.post("r", "u", &text).await;
+        }
+        posted += 50;
+    }
+    // The room serves on.
+    let (status, _) = server.get_json("/rooms/r/messages?after=0").await;
+    assert_eq!(status, 200);
+    drop(stalled);
+    server.stop().await;
+}

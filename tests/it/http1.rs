@@ -233,3 +233,23 @@ async fn a_client_that_leaves_mid_request_changes_nothing() {
     assert_eq!(ids(&body["messages"]), vec![1]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_shuts_its_sending_side_still_gets_its_answers() {
+    let server = TestServer::start().await;
+    let mut conn = connect(&server).await;
+    // A long poll held for 200 ms with a second request pipelined behind it, then the
+    // client's end of the connection is shut for writing.
+    send(
+        &mut conn,
+        "GET /rooms/r/long-poll?client=c&timeout_ms=200 HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    conn.get_mut().shutdown().await.unwrap();
+    let poll = answer(&mut conn).await;
+    assert_eq!(poll.status, 200);
+    assert!(poll.body.contains("\"messages\":[]"), "{}", poll.body);
+    assert_eq!(answer(&mut conn).await.body, "ok");
+    assert!(closed(&mut conn).await, "then the server closes");
+    server.stop().await;
+}
