@@ -111,13 +111,7 @@ impl Conn {
 
     /// [`Conn::fill`], with room for at least `want` unread bytes in the buffer.
     pub(crate) async fn fill_to(&mut self, want: usize) -> Result<usize, ClientError> {
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
+        drop_consumed(&mut self.buf, &mut self.start);
         if self.buf.capacity() - self.buf.len() < BUF / 4 {
             self.buf.reserve(BUF);
         }
@@ -416,6 +410,17 @@ impl Stream {
             }
         }
     }
+}
+
+/// Drops the bytes of `buf` before `start` (already used), so the unused rest begins
+/// at 0 and the buffer's room can be reused.
+pub(crate) fn drop_consumed(buf: &mut Vec<u8>, start: &mut usize) {
+    if *start == buf.len() {
+        buf.clear();
+    } else if *start > 0 {
+        buf.drain(..*start);
+    }
+    *start = 0;
 }
 
 #[cfg(test)]

@@ -67,13 +67,7 @@ pub struct Parser {
 impl Parser {
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
+        crate::h1::drop_consumed(&mut self.buf, &mut self.start);
         self.buf.extend_from_slice(bytes);
     }
 

@@ -88,18 +88,21 @@ pub fn run_binary(exe: &std::path::Path, args: &[&str]) -> (String, serde_json::
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let json = std::env::temp_dir().join(format!("loadgen-{}-{n}.json", std::process::id()));
-    let out = std::process::Command::new(exe)
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let json_arg = json.to_str().unwrap();
+    let args: Vec<&str> = args.iter().copied().chain(["--json", json_arg]).collect();
+    let stdout = run_ok(exe, &args);
+    let doc = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(json);
+    (stdout, doc)
+}
+
+/// Runs a loadgen executable with `args`, which must succeed; its standard output.
+pub fn run_ok(exe: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(exe).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(json);
-    (String::from_utf8_lossy(&out.stdout).into_owned(), doc)
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -3,21 +3,11 @@
 //! and both ways a step-up stops (latency, the connection ceiling).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::Server;
 
 fn loadgen(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::common::run_ok(Path::new(env!("CARGO_BIN_EXE_loadgen")), args)
 }
 
 fn scratch(name: &str) -> PathBuf {
