@@ -29,7 +29,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use request::Parsed;
 use response::Framing;
 
 /// The router as hyper and the lean loop both call it.
@@ -81,19 +80,12 @@ enum Next {
     Hyper,
 }
 
-enum HeadRead {
-    Head(Box<request::Head>),
-    Other,
-    Closed,
-}
-
 impl Connection {
     async fn serve_requests(&mut self) -> io::Result<Next> {
         loop {
             let head = match self.read_head().await? {
-                HeadRead::Head(head) => head,
-                HeadRead::Other => return Ok(Next::Hyper),
-                HeadRead::Closed => return Ok(Next::Close),
+                Ok(head) => head,
+                Err(next) => return Ok(next),
             };
             self.buf.advance(head.len);
             // The buffer grows with what arrives, not with what the head announces: a
@@ -139,22 +131,22 @@ impl Connection {
         }
     }
 
-    async fn read_head(&mut self) -> io::Result<HeadRead> {
+    /// The next request's head, or what to do with the connection instead.
+    async fn read_head(&mut self) -> io::Result<Result<request::Head, Next>> {
         loop {
             if !self.buf.is_empty() {
                 match request::parse(&self.buf) {
-                    Parsed::Complete(head) => return Ok(HeadRead::Head(head)),
-                    Parsed::Other => return Ok(HeadRead::Other),
-                    Parsed::Partial if self.buf.len() >= MAX_HEAD => return Ok(HeadRead::Other),
-                    Parsed::Partial => {}
+                    Ok(Some(head)) => return Ok(Ok(head)),
+                    Ok(None) if self.buf.len() < MAX_HEAD => {}
+                    Ok(None) | Err(request::NotLean) => return Ok(Err(Next::Hyper)),
                 }
             }
             let read = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(HeadRead::Closed),
+                () = self.shutdown.cancelled() => return Ok(Err(Next::Close)),
                 read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read?,
             };
             if read == 0 {
-                return Ok(HeadRead::Closed);
+                return Ok(Err(Next::Close));
             }
         }
     }

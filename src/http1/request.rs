@@ -39,25 +39,21 @@ impl Head {
     }
 }
 
-pub enum Parsed {
-    Complete(Box<Head>),
-    /// The head is not all here yet.
-    Partial,
-    /// Anything but a plain HTTP/1.1 GET or POST with at most [`MAX_BODY`] bytes of
-    /// `Content-Length` body: upgrades, chunked or expected bodies, other methods and
-    /// versions, malformed heads. hyper serves these, with its full rules and errors.
-    Other,
-}
+/// Anything but a plain HTTP/1.1 GET or POST with at most [`MAX_BODY`] bytes of
+/// `Content-Length` body: upgrades, chunked or expected bodies, other methods and
+/// versions, malformed heads. hyper serves these, with its full rules and errors.
+#[derive(Debug)]
+pub struct NotLean;
 
-pub fn parse(bytes: &[u8]) -> Parsed {
+/// The head at the start of `bytes`; `None` while it is not all there yet.
+pub fn parse(bytes: &[u8]) -> Result<Option<Head>, NotLean> {
     let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut lines);
-    let len = match request.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
-    };
-    build(&request, len).map_or(Parsed::Other, |head| Parsed::Complete(Box::new(head)))
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => build(&request, len).map(Some).ok_or(NotLean),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(NotLean),
+    }
 }
 
 fn build(request: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
@@ -126,14 +122,14 @@ mod tests {
 
     fn head(text: &str) -> Head {
         match parse(text.as_bytes()) {
-            Parsed::Complete(head) => *head,
-            Parsed::Partial => panic!("partial: {text:?}"),
-            Parsed::Other => panic!("other: {text:?}"),
+            Ok(Some(head)) => head,
+            Ok(None) => panic!("partial: {text:?}"),
+            Err(NotLean) => panic!("other: {text:?}"),
         }
     }
 
     fn is_other(text: &str) -> bool {
-        matches!(parse(text.as_bytes()), Parsed::Other)
+        parse(text.as_bytes()).is_err()
     }
 
     #[test]
@@ -160,7 +156,7 @@ mod tests {
     fn an_unfinished_head_asks_for_more() {
         assert!(matches!(
             parse(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"),
-            Parsed::Partial
+            Ok(None)
         ));
     }
 

@@ -2,6 +2,7 @@
 //! `Content-Length` when its size is known or chunked when it is a stream.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::response::Parts;
@@ -57,9 +58,8 @@ pub fn encode_head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, close: bo
     match framing {
         Framing::None => {}
         Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -76,7 +76,7 @@ pub fn encode_data(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
         Framing::Length(_) => out.extend_from_slice(data),
         Framing::Chunked if data.is_empty() => {}
         Framing::Chunked => {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            let _ = write!(out, "{:x}\r\n", data.len());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");
         }
