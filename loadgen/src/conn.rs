@@ -68,7 +68,18 @@ impl AsyncWrite for Counted {
     }
 }
 
-pub(crate) async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+/// A TCP connection to `target` (from `source` if given), within [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ClientError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, tcp(target.addr, source))
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .map_err(ClientError::Connect)
+}
+
+async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -96,10 +107,7 @@ impl Http {
         source: Option<IpAddr>,
         bytes: Arc<AtomicU64>,
     ) -> Result<Http, ClientError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tcp(target.addr, source))
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(ClientError::Connect)?;
+        let stream = connect(target, source).await?;
         let io = TokioIo::new(Counted {
             inner: stream,
             bytes,
@@ -160,11 +168,8 @@ impl Http {
 
     /// The room's newest id (a short poll with `after` beyond any id).
     pub async fn newest(&mut self, room: &str) -> Result<u64, ClientError> {
-        let body = self
-            .get_body(&format!("/rooms/{room}/messages?limit=1&after={NOW}"))
-            .await?;
-        crate::wire::page(&body, |_| {})
-            .map(|p| p.last_id)
+        let body = self.get_body(&crate::wire::newest_path(room)).await?;
+        crate::wire::last_id(&body)
             .map_err(|_| ClientError::Protocol("short poll answer is not a page".into()))
     }
 }

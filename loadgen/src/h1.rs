@@ -17,7 +17,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::conn::{CONNECT_TIMEOUT, NOW, tcp};
+use crate::conn::connect;
 use crate::error::ClientError;
 use crate::target::Target;
 
@@ -88,10 +88,7 @@ impl Conn {
         source: Option<IpAddr>,
         bytes: Arc<AtomicU64>,
     ) -> Result<Conn, ClientError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tcp(target.addr, source))
-            .await
-            .map_err(|_| ClientError::Timeout)?
-            .map_err(ClientError::Connect)?;
+        let stream = connect(target, source).await?;
         Ok(Conn {
             stream,
             bytes,
@@ -307,12 +304,8 @@ impl Conn {
 
     /// The room's newest id (a short poll with `after` beyond any id).
     pub async fn newest(&mut self, room: &str) -> Result<u64, ClientError> {
-        let body = self
-            .get_body(&format!("/rooms/{room}/messages?limit=1&after={NOW}"))
-            .await?;
-        crate::wire::page(body, |_| {})
-            .map(|p| p.last_id)
-            .map_err(|_| bad("short poll answer is not a page"))
+        let body = self.get_body(&crate::wire::newest_path(room)).await?;
+        crate::wire::last_id(body).map_err(|_| bad("short poll answer is not a page"))
     }
 
     /// `GET path` answered with `200 text/event-stream`: its body, as it comes.

@@ -102,6 +102,16 @@ pub fn page(json: &[u8], mut each: impl FnMut(&Msg)) -> Result<PageEnd, BadJson>
     })
 }
 
+/// The short poll that answers a room's newest id: `after` beyond any id.
+pub fn newest_path(room: &str) -> String {
+    format!("/rooms/{room}/messages?limit=1&after={}", crate::conn::NOW)
+}
+
+/// The `last_id` of a short poll's answer.
+pub fn last_id(page_json: &[u8]) -> Result<u64, BadJson> {
+    page(page_json, |_| {}).map(|p| p.last_id)
+}
+
 /// The answer to a POST.
 #[derive(Debug, Deserialize)]
 pub struct Posted {
