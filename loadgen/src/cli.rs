@@ -77,7 +77,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Worker threads [default: one per core].
+    /// Worker threads [default: one per core, less the child server's threads].
     #[arg(long)]
     pub threads: Option<usize>,
 
@@ -175,9 +175,7 @@ impl Args {
             .drain_timeout
             .unwrap_or(Duration::from_secs(5) + self.poll_interval);
         sc.seed = self.seed;
-        if let Some(t) = self.threads {
-            sc.threads = t;
-        }
+        sc.threads = self.threads();
         sc.source_addrs = self.source_addrs.clone();
         let kinds: Vec<usize> = match mix {
             Mix::Only(t) => vec![t],
@@ -197,6 +195,13 @@ impl Args {
         sc
     }
 
+    /// The loadgen's worker threads: `--threads`, or the default beside the server.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            crate::server::default_threads(self.target.is_empty().then_some(&self.server_arg[..]))
+        })
+    }
+
     /// The settings, for the JSON's `config`.
     pub fn config_json(&self, room: &str) -> serde_json::Value {
         serde_json::json!({
@@ -214,7 +219,7 @@ impl Args {
             "drain_timeout_s": self.drain_timeout.unwrap_or(Duration::from_secs(5) + self.poll_interval).as_secs_f64(),
             "room": room,
             "seed": self.seed,
-            "threads": self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            "threads": self.threads(),
             "source_addrs": self.source_addrs,
             "churn": self.churn,
             "server_args": self.server_arg,

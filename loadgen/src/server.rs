@@ -100,6 +100,28 @@ impl ChildServer {
     }
 }
 
+/// The loadgen's worker threads when `--threads` is not given: one per core, less the
+/// runtime threads of the child server started with `child_args`, if there is one, and
+/// never fewer than one. A worker thread that shares a core with the server it measures
+/// slows both: on this 2-core machine a second worker beside a one-thread server
+/// doubled the WebSocket p99 at 10,000 users (results/performance.md).
+pub fn default_threads(child_args: Option<&[String]>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = child_args.map_or(0, child_threads);
+    cores.saturating_sub(server).max(1)
+}
+
+/// The runtime threads a child `lab` started with `args` will use (its flags and the
+/// `LAB_` environment it inherits, as it will parse them).
+fn child_threads(args: &[String]) -> usize {
+    use clap::Parser;
+    let argv = ["lab"]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().cloned());
+    lab::Config::try_parse_from(argv).map_or(1, |c| c.threads.max(1))
+}
+
 /// Serves the lab in this process until SIGTERM or SIGINT, with the runtime the `lab`
 /// binary would use: the child when no `lab` binary is built. `args` are `lab`'s flags.
 pub fn serve(args: impl Iterator<Item = String>) -> Result<(), LoadgenError> {
@@ -127,5 +149,34 @@ impl Drop for ChildServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_threads;
+
+    #[test]
+    fn the_loadgen_leaves_the_child_servers_threads_their_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            default_threads(None),
+            cores,
+            "an external server: every core"
+        );
+        assert_eq!(
+            default_threads(Some(&args(&["--threads=2"]))),
+            cores.saturating_sub(2).max(1)
+        );
+        assert_eq!(
+            default_threads(Some(&args(&["--threads", "1"]))),
+            cores.saturating_sub(1).max(1)
+        );
+        assert_eq!(
+            default_threads(Some(&args(&["--threads=512"]))),
+            1,
+            "never none"
+        );
     }
 }

@@ -61,7 +61,7 @@ pub struct StepUpArgs {
     /// Clients started per second.
     #[arg(long, default_value_t = 2000.0)]
     pub ramp_up: f64,
-    /// Loadgen worker threads [default: one per core].
+    /// Loadgen worker threads [default: one per core, less the child server's threads].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Extra argument for each child `lab` (repeatable).
@@ -167,9 +167,9 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
             sc.warmup = a.warmup;
             sc.ramp_up = a.ramp_up;
             sc.progress = !a.quiet;
-            if let Some(t) = a.threads {
-                sc.threads = t;
-            }
+            sc.threads = a
+                .threads
+                .unwrap_or_else(|| crate::server::default_threads(Some(&a.server_arg)));
             let child = ChildServer::start(&a.server_arg)?;
             let targets = vec![child.target.clone()];
             let rows = match runner::run(&targets, &sc) {

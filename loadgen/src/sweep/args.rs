@@ -59,7 +59,7 @@ pub struct SweepArgs {
     /// Users started per second [default: 1000].
     #[arg(long)]
     pub ramp_up: Option<f64>,
-    /// Loadgen worker threads [default: one per core].
+    /// Loadgen worker threads [default: one per core, less the child server's threads].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Extra argument for each child `lab` (repeatable).

@@ -35,7 +35,7 @@ pub struct Plan {
     /// Users that send; absent: every user (as for a single run).
     pub senders: Option<usize>,
     pub ramp_up: f64,
-    /// Loadgen worker threads; absent: one per core.
+    /// Loadgen worker threads; absent: one per core, less the child server's threads.
     pub threads: Option<usize>,
     /// Extra arguments for each child `lab` server.
     pub server_args: Vec<String>,

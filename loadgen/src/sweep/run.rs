@@ -124,6 +124,10 @@ pub fn sweep(
             let n = (rep - 1) * points.len() + i + 1;
             let slug = format!("{}-{rep}", point.slug());
             let mut sc = plan.scenario(point, &room(&["sw", &stamp, &slug]))?;
+            if plan.threads.is_none() {
+                let child_args = given.is_empty().then_some(&plan.server_args[..]);
+                sc.threads = crate::server::default_threads(child_args);
+            }
             sc.progress = !quiet;
             let Under {
                 targets,
