@@ -61,6 +61,13 @@ pub struct Config {
     #[arg(long, env = "LAB_WRITE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_ms: u64,
 
+    /// How long a client has to send a whole request, head and body, counted from its
+    /// first byte (a new connection's first request: from the accept). Late requests
+    /// are answered 408 and their connection closed; idle keep-alive connections
+    /// between requests are not timed.
+    #[arg(long, env = "LAB_READ_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout_ms: u64,
+
     /// Worker threads of the async runtime; 1 runs everything on one thread, which
     /// leaves the other core to a load generator on the same machine.
     #[arg(long, env = "LAB_THREADS", default_value_t = 1)]

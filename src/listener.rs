@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http1::Timeouts;
+
 /// Accepts until `shutdown` is cancelled; each connection then finishes the answer it is
 /// writing and closes. Returns when the listener is closed; connection tasks are in
 /// `connections`.
@@ -21,7 +23,7 @@ pub async fn accept(
     app: Router,
     shutdown: CancellationToken,
     connections: TaskTracker,
-    write_timeout: Duration,
+    timeouts: Timeouts,
 ) {
     let service = TowerToHyperService::new(app);
     loop {
@@ -42,11 +44,6 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(crate::http1::serve(
-            stream,
-            service,
-            shutdown,
-            write_timeout,
-        ));
+        connections.spawn(crate::http1::serve(stream, service, shutdown, timeouts));
     }
 }

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::http1::Timeouts;
 use crate::routes;
 use crate::state::{AppState, Shared};
 
@@ -43,7 +44,10 @@ pub async fn run(
         router(state.clone()),
         shutdown.clone(),
         connections.clone(),
-        Duration::from_millis(state.config.write_timeout_ms),
+        Timeouts {
+            write: Duration::from_millis(state.config.write_timeout_ms),
+            read: Duration::from_millis(state.config.read_timeout_ms),
+        },
     )
     .await;
     // Connections that still hold an answer get the grace period, then are dropped.

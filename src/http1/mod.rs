@@ -23,10 +23,11 @@ use bytes::{Buf, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use hyper::server::conn::http1;
 use hyper::service::Service as _;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use response::Framing;
@@ -42,24 +43,39 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Most body bytes gathered into one write.
 const MAX_WRITE: usize = 64 * 1024;
 
+/// The answer to a request that did not arrive within [`Timeouts::read`].
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+content-type: application/json\r\ncontent-length: 46\r\nconnection: close\r\n\r\n\
+{\"error\":\"the request did not arrive in time\"}";
+
+/// How long a client may keep a connection waiting on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A write that makes no progress this long (a reader that stopped reading) closes
+    /// the connection, which drops the answer and frees its connection slot.
+    pub write: Duration,
+    /// A request's head and body must all have arrived this long after its first
+    /// byte (for a new connection's first request: after the connection was accepted);
+    /// otherwise it is answered 408 and the connection closed. A keep-alive connection
+    /// waiting between requests is not timed.
+    pub read: Duration,
+}
+
 /// Serves one connection until the client closes it, an answer asks for `close`, or
 /// `shutdown` is cancelled while no request is in flight. An answer being written when
 /// shutdown comes is finished (the transports end theirs on the same token).
-///
-/// A write that makes no progress for `write_timeout` (a reader that stopped reading)
-/// closes the connection, which drops the answer and frees its connection slot.
 pub async fn serve(
     stream: TcpStream,
     service: Service,
     shutdown: CancellationToken,
-    write_timeout: Duration,
+    timeouts: Timeouts,
 ) {
     let mut connection = Connection {
         stream,
         buf: BytesMut::new(),
         service,
         shutdown,
-        write_timeout,
+        timeouts,
     };
     if let Ok(Next::Hyper) = connection.serve_requests().await {
         connection.hand_to_hyper().await;
@@ -72,7 +88,7 @@ struct Connection {
     buf: BytesMut,
     service: Service,
     shutdown: CancellationToken,
-    write_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 enum Next {
@@ -82,8 +98,11 @@ enum Next {
 
 impl Connection {
     async fn serve_requests(&mut self) -> io::Result<Next> {
+        // The first request is timed from the accept: a connection that never sends
+        // one does not hold its place for ever.
+        let mut deadline = Some(Instant::now() + self.timeouts.read);
         loop {
-            let head = match self.read_head().await? {
+            let head = match self.read_head(&mut deadline).await? {
                 Ok(head) => head,
                 Err(next) => return Ok(next),
             };
@@ -91,14 +110,12 @@ impl Connection {
             // The buffer grows with what arrives, not with what the head announces: a
             // client that announces 64 KiB and sends one byte holds one read's worth.
             while self.buf.len() < head.body_len {
-                let read = tokio::select! {
-                    () = self.shutdown.cancelled() => return Ok(Next::Close),
-                    read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read?,
-                };
-                if read == 0 {
-                    return Ok(Next::Close);
+                match self.read_within(deadline).await? {
+                    Some(0) | None => return Ok(Next::Close),
+                    Some(_) => {}
                 }
             }
+            deadline = None;
             let body = self.buf.split_to(head.body_len).freeze();
             if self.buf.is_empty() {
                 self.buf = BytesMut::new();
@@ -120,7 +137,7 @@ impl Connection {
             let writer = Writer {
                 stream: &mut self.stream,
                 buf: &mut self.buf,
-                timeout: self.write_timeout,
+                timeout: self.timeouts.write,
             };
             if !writer.write_response(response, close).await? {
                 return Ok(Next::Close);
@@ -131,29 +148,55 @@ impl Connection {
         }
     }
 
-    /// The next request's head, or what to do with the connection instead.
-    async fn read_head(&mut self) -> io::Result<Result<request::Head, Next>> {
+    /// The next request's head, or what to do with the connection instead. The
+    /// request's `deadline` is set when its first byte is seen, if it has none yet.
+    async fn read_head(
+        &mut self,
+        deadline: &mut Option<Instant>,
+    ) -> io::Result<Result<request::Head, Next>> {
         loop {
             if !self.buf.is_empty() {
+                deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
                 match request::parse(&self.buf) {
                     Ok(Some(head)) => return Ok(Ok(head)),
                     Ok(None) if self.buf.len() < MAX_HEAD => {}
                     Ok(None) | Err(request::NotLean) => return Ok(Err(Next::Hyper)),
                 }
             }
-            let read = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(Err(Next::Close)),
-                read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read?,
-            };
-            if read == 0 {
-                return Ok(Err(Next::Close));
+            match self.read_within(*deadline).await? {
+                Some(0) | None => return Ok(Err(Next::Close)),
+                Some(_) => {}
             }
+        }
+    }
+
+    /// One read, unless shutdown comes first or `deadline` passes (`None`; a timed-out
+    /// client is told so with a 408).
+    async fn read_within(&mut self, deadline: Option<Instant>) -> io::Result<Option<usize>> {
+        // The timer is made only when a read has to wait with a deadline set, and
+        // boxed so that it is not part of every waiting connection's state.
+        let expired = async {
+            match deadline {
+                Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.shutdown.cancelled() => Ok(None),
+            () = expired => {
+                // Best effort: a client that sends nothing may not read either.
+                let _ = self.stream.try_write(REQUEST_TIMEOUT);
+                Ok(None)
+            }
+            read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read.map(Some),
         }
     }
 
     async fn hand_to_hyper(self) {
         let io = rewind::Rewind::new(self.buf.freeze(), self.stream);
         let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.timeouts.read)
             .serve_connection(TokioIo::new(io), self.service)
             .with_upgrades();
         let mut connection = std::pin::pin!(connection);

@@ -253,3 +253,71 @@ async fn a_client_that_shuts_its_sending_side_still_gets_its_answers() {
     assert!(closed(&mut conn).await, "then the server closes");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_not_sent_within_the_read_timeout_is_answered_408_and_closed() {
+    let mut config = config();
+    config.read_timeout_ms = 300;
+    let server = TestServer::with(config).await;
+    let t0 = std::time::Instant::now();
+    // Half a head; a head and half a body; a new connection that sends nothing.
+    let mut half_head = connect(&server).await;
+    send(
+        &mut half_head,
+        "GET /rooms/r/messages HTTP/1.1\r\nHost: x\r\n",
+    )
+    .await;
+    let mut half_body = connect(&server).await;
+    let request = post("r", r#"{"user":"a","text":"cut short"}"#);
+    send(&mut half_body, &request[..request.len() - 5]).await;
+    let mut silent = connect(&server).await;
+    // A keep-alive connection that waits between two requests for longer than that.
+    let mut idle = connect(&server).await;
+    send(&mut idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(answer(&mut idle).await.body, "ok");
+    // Others are served meanwhile.
+    assert_eq!(server.post("r", "b", "served").await, 1);
+
+    for conn in [&mut half_head, &mut half_body, &mut silent] {
+        let late = answer(conn).await;
+        assert!(t0.elapsed() >= Duration::from_millis(300), "answered early");
+        assert_eq!(late.status, 408, "{}", late.head);
+        let error: serde_json::Value = serde_json::from_str(&late.body).unwrap();
+        assert!(error["error"].is_string(), "{}", late.body);
+        assert!(closed(conn).await, "the connection stays open");
+    }
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(answer(&mut idle).await.body, "ok");
+    // The cut-short message was never published.
+    let (status, body) = server.get_json("/rooms/r/messages?after=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&body["messages"]), vec![1]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_served_by_hyper_is_closed_when_a_head_stalls() {
+    let mut config = config();
+    config.read_timeout_ms = 300;
+    let server = TestServer::with(config).await;
+    // A chunked body hands the connection to hyper; then half a head.
+    let mut conn = connect(&server).await;
+    let body = r#"{"user":"a","text":"chunked"}"#;
+    send(
+        &mut conn,
+        &format!(
+            "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(answer(&mut conn).await.body, r#"{"id":1}"#);
+    send(&mut conn, "GET /healthz HTTP/1.1\r\n").await;
+    assert!(
+        closed(&mut conn).await,
+        "a stalled head kept its connection"
+    );
+    server.stop().await;
+}

@@ -60,6 +60,8 @@ fn every_limit_is_a_flag() {
         "18",
         "--write-timeout-ms",
         "19",
+        "--read-timeout-ms",
+        "20",
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 9999);
@@ -73,7 +75,9 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.sse_keepalive_ms, 17);
     assert_eq!(config.ws_ping_ms, 18);
     assert_eq!(config.write_timeout_ms, 19);
+    assert_eq!(config.read_timeout_ms, 20);
     assert!(Config::try_parse_from(["lab", "--write-timeout-ms", "0"]).is_err());
+    assert!(Config::try_parse_from(["lab", "--read-timeout-ms", "0"]).is_err());
     assert!(Config::try_parse_from(["lab", "--queue-capacity", "0"]).is_err());
     assert!(Config::try_parse_from(["lab", "--max-message-bytes", "0"]).is_err());
 }
