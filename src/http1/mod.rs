@@ -98,10 +98,14 @@ enum Next {
 
 impl Connection {
     async fn serve_requests(&mut self) -> io::Result<Next> {
-        // The first request is timed from the accept: a connection that never sends
-        // one does not hold its place for ever.
-        let mut deadline = Some(Instant::now() + self.timeouts.read);
+        let mut first = true;
         loop {
+            // The first request is timed from the accept: a connection that never
+            // sends one does not hold its place for ever. Later ones from their first
+            // byte. The deadline lives only until the request is read, so a waiting
+            // connection's state does not carry it.
+            let mut deadline =
+                std::mem::take(&mut first).then(|| Instant::now() + self.timeouts.read);
             let head = match self.read_head(&mut deadline).await? {
                 Ok(head) => head,
                 Err(next) => return Ok(next),
@@ -115,7 +119,6 @@ impl Connection {
                     Some(_) => {}
                 }
             }
-            deadline = None;
             let body = self.buf.split_to(head.body_len).freeze();
             if self.buf.is_empty() {
                 self.buf = BytesMut::new();
@@ -181,14 +184,17 @@ impl Connection {
                 None => std::future::pending().await,
             }
         };
+        // Biased, the read before the timer: a read that can complete at once does not
+        // make a timer first.
         tokio::select! {
+            biased;
             () = self.shutdown.cancelled() => Ok(None),
+            read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read.map(Some),
             () = expired => {
                 // Best effort: a client that sends nothing may not read either.
                 let _ = self.stream.try_write(REQUEST_TIMEOUT);
                 Ok(None)
             }
-            read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read.map(Some),
         }
     }
 
