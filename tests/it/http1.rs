@@ -87,6 +87,14 @@ fn post(room: &str, body: &str) -> String {
     )
 }
 
+/// A POST whose body is sent in one chunk: the lean path hands it to hyper.
+fn chunked_post(room: &str, body: &str) -> String {
+    format!(
+        "POST /rooms/{room}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+}
+
 #[tokio::test]
 async fn one_connection_carries_many_requests_and_pipelined_ones_answer_in_order() {
     let server = TestServer::start().await;
@@ -154,13 +162,9 @@ async fn requests_the_lean_path_does_not_serve_are_answered_by_hyper() {
 
     // A chunked body, then a plain request on the same connection.
     let mut conn = connect(&server).await;
-    let body = r#"{"user":"a","text":"chunked"}"#;
     send(
         &mut conn,
-        &format!(
-            "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-            body.len()
-        ),
+        &chunked_post("r", r#"{"user":"a","text":"chunked"}"#),
     )
     .await;
     assert_eq!(answer(&mut conn).await.body, r#"{"id":1}"#);
@@ -304,13 +308,9 @@ async fn a_connection_served_by_hyper_is_closed_when_a_head_stalls() {
     let server = TestServer::with(config).await;
     // A chunked body hands the connection to hyper; then half a head.
     let mut conn = connect(&server).await;
-    let body = r#"{"user":"a","text":"chunked"}"#;
     send(
         &mut conn,
-        &format!(
-            "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-            body.len()
-        ),
+        &chunked_post("r", r#"{"user":"a","text":"chunked"}"#),
     )
     .await;
     assert_eq!(answer(&mut conn).await.body, r#"{"id":1}"#);
