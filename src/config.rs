@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::http1::Timeouts;
 use crate::room::RoomLimits;
 
 #[derive(Debug, Clone, Parser)]
@@ -93,6 +94,13 @@ impl Config {
             client_idle: Duration::from_millis(self.client_idle_ms),
             max_rooms: self.max_rooms,
             max_clients_per_room: self.max_clients_per_room,
+        }
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            write: Duration::from_millis(self.write_timeout_ms),
+            read: Duration::from_millis(self.read_timeout_ms),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus counters, labelled by transport.
 //! - [`process_stats`]: process CPU, memory and file descriptors from /proc.
 //! - [`limits`]: the connection limit.
+//! - [`time_limit`]: work given up when it does not finish in time (write timeouts).
 //! - [`listener`]: the accept loop, one task per connection.
 //! - [`http1`]: HTTP/1.1 connections: a lean loop for plain requests, hyper for the rest.
 //! - [`config`]: command-line flags and `LAB_*` environment variables.
@@ -29,6 +30,7 @@ pub mod room;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod time_limit;
 pub mod transport;
 pub mod web;
 

@@ -8,7 +8,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http1::Timeouts;
 use crate::routes;
 use crate::state::{AppState, Shared};
 
@@ -44,10 +43,7 @@ pub async fn run(
         router(state.clone()),
         shutdown.clone(),
         connections.clone(),
-        Timeouts {
-            write: Duration::from_millis(state.config.write_timeout_ms),
-            read: Duration::from_millis(state.config.read_timeout_ms),
-        },
+        state.config.timeouts(),
     )
     .await;
     // Connections that still hold an answer get the grace period, then are dropped.

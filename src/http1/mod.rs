@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::time_limit::within;
 use response::Framing;
 
 /// The router as hyper and the lean loop both call it.
@@ -114,6 +115,7 @@ impl Connection {
             // The buffer grows with what arrives, not with what the head announces: a
             // client that announces 64 KiB and sends one byte holds one read's worth.
             while self.buf.len() < head.body_len {
+                deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
                 match self.read_within(deadline).await? {
                     Some(0) | None => return Ok(Next::Close),
                     Some(_) => {}
@@ -152,17 +154,19 @@ impl Connection {
     }
 
     /// The next request's head, or what to do with the connection instead. The
-    /// request's `deadline` is set when its first byte is seen, if it has none yet.
+    /// request's `deadline` is set, if it has none yet, when part of it is there and a
+    /// read has to wait for the rest: a request that arrives whole reads no clock.
     async fn read_head(
         &mut self,
         deadline: &mut Option<Instant>,
     ) -> io::Result<Result<request::Head, Next>> {
         loop {
             if !self.buf.is_empty() {
-                deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
                 match request::parse(&self.buf) {
                     Ok(Some(head)) => return Ok(Ok(head)),
-                    Ok(None) if self.buf.len() < MAX_HEAD => {}
+                    Ok(None) if self.buf.len() < MAX_HEAD => {
+                        deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
+                    }
                     Ok(None) | Err(request::NotLean) => return Ok(Err(Next::Hyper)),
                 }
             }
@@ -290,14 +294,10 @@ impl Writer<'_> {
     async fn write(&mut self, bytes: &[u8]) -> io::Result<bool> {
         let mut written = 0;
         while written < bytes.len() {
-            let mut write = std::pin::pin!(self.stream.write(&bytes[written..]));
-            let n = match (&mut write).now_or_never() {
-                Some(result) => result?,
-                None => match tokio::time::timeout(self.timeout, write).await {
-                    Ok(result) => result?,
-                    Err(_) => return Ok(false),
-                },
+            let Some(n) = within(self.timeout, self.stream.write(&bytes[written..])).await else {
+                return Ok(false);
             };
+            let n = n?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

@@ -76,6 +76,9 @@ pub fn encode_data(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
         Framing::Length(_) => out.extend_from_slice(data),
         Framing::Chunked if data.is_empty() => {}
         Framing::Chunked => {
+            // One allocation for the size line, the data and the CRLF: a stream's
+            // buffer starts empty for every chunk.
+            out.reserve(data.len() + 20);
             let _ = write!(out, "{:x}\r\n", data.len());
             out.extend_from_slice(data);
             out.extend_from_slice(b"\r\n");

@@ -15,9 +15,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt};
+use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::time::{Instant, interval_at, timeout};
+use tokio::time::{Instant, interval_at};
 use tokio_tungstenite::tungstenite;
 
 use super::common;
@@ -26,6 +26,7 @@ use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
 use crate::room::{Batch, Draft, Subscription};
 use crate::state::AppState;
+use crate::time_limit::within;
 
 pub const NAME: &str = "ws";
 
@@ -124,8 +125,8 @@ impl Session {
                 batch = self.subscription.next(BATCH) => {
                     // Boxed: the write and its timer live only while a batch is being
                     // written, not in every idle session's state (about 600 bytes).
-                    let write = write_within(write_limit, write_batch(&mut socket, batch, &self.metrics));
-                    if !Box::pin(write).await {
+                    let write = within(write_limit, write_batch(&mut socket, batch, &self.metrics));
+                    if !matches!(Box::pin(write).await, Some(Ok(()))) {
                         return;
                     }
                 }
@@ -190,18 +191,6 @@ impl Session {
     }
 }
 
-/// Runs a write, giving up after `limit`. Most writes complete at once; a timer is armed
-/// only for one that has to wait for the socket.
-async fn write_within(
-    limit: Duration,
-    write: impl Future<Output = Result<(), axum::Error>>,
-) -> bool {
-    let mut write = pin!(write);
-    if let Some(done) = (&mut write).now_or_never() {
-        return done.is_ok();
-    }
-    matches!(timeout(limit, write).await, Ok(Ok(())))
-}
 
 /// Writes a gap notice and the batch's messages, then flushes once.
 async fn write_batch(

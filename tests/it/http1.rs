@@ -294,6 +294,14 @@ async fn a_request_not_sent_within_the_read_timeout_is_answered_408_and_closed()
     tokio::time::sleep(Duration::from_millis(100)).await;
     send(&mut idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(answer(&mut idle).await.body, "ok");
+    // A later request on a kept-alive connection is timed too: its whole head, then
+    // half its body.
+    let t1 = std::time::Instant::now();
+    send(&mut idle, &request[..request.len() - 5]).await;
+    let late = answer(&mut idle).await;
+    assert!(t1.elapsed() >= Duration::from_millis(300), "answered early");
+    assert_eq!(late.status, 408, "{}", late.head);
+    assert!(closed(&mut idle).await, "the connection stays open");
     // The cut-short message was never published.
     let (status, body) = server.get_json("/rooms/r/messages?after=0").await;
     assert_eq!(status, 200);
