@@ -182,9 +182,6 @@ fn expect_status(
     if resp.status() == want {
         Ok(resp)
     } else {
-        Err(ClientError::Status {
-            status: resp.status().as_u16(),
-            path: path.split('?').next().unwrap_or(path).to_owned(),
-        })
+        Err(ClientError::status(resp.status().as_u16(), path))
     }
 }

@@ -28,6 +28,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// An unexpected `status` for a request to `path`, named without its query.
+    pub fn status(status: u16, path: &str) -> ClientError {
+        ClientError::Status {
+            status,
+            path: path.split('?').next().unwrap_or(path).to_owned(),
+        }
+    }
+
     /// A short stable name for the error counts in the report.
     pub fn kind(&self) -> &'static str {
         match self {

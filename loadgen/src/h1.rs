@@ -373,10 +373,7 @@ fn expect(head: &Head, want: u16, path: &str) -> Result<(), ClientError> {
     if head.status == want {
         Ok(())
     } else {
-        Err(ClientError::Status {
-            status: head.status,
-            path: path.split('?').next().unwrap_or(path).to_owned(),
-        })
+        Err(ClientError::status(head.status, path))
     }
 }
 

@@ -160,11 +160,7 @@ async fn post(
         .map_err(|e| e.kind())?;
     pool.idle.borrow_mut().push(http);
     if status != StatusCode::CREATED {
-        return Err(ClientError::Status {
-            status: status.as_u16(),
-            path,
-        }
-        .kind());
+        return Err(ClientError::status(status.as_u16(), &path).kind());
     }
     let posted: Posted = serde_json::from_slice(&answer).map_err(|_| "protocol")?;
     Ok((posted.id, lag))

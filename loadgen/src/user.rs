@@ -89,7 +89,6 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             tracker: Tracker::default(),
         },
         cursor: 0,
-        page: Vec::new(),
     };
     let mut stop = Stop {
         end: None,
@@ -185,8 +184,6 @@ struct User<'a> {
     rec: UserRecord,
     /// The `after` of the next poll or reconnect.
     cursor: u64,
-    /// The messages of the answer being read, kept for its allocation.
-    page: Vec<Msg>,
 }
 
 impl User<'_> {
@@ -275,12 +272,10 @@ impl User<'_> {
         };
         let mut kind = None;
         if page {
-            // A page is accounted only once all of it has been read: a malformed one
-            // delivers nothing.
-            self.page.clear();
-            match wire::page(body, |m| self.page.push(*m)) {
+            // `wire::page` hands out messages only from a whole, well-formed answer:
+            // a malformed one delivers nothing.
+            match wire::page(body, &mut deliver) {
                 Ok(p) => {
-                    self.page.iter().for_each(&mut deliver);
                     self.cursor = self.cursor.max(p.last_id);
                     stats.requests += 1;
                     if p.count == 0 {

@@ -88,8 +88,8 @@ pub fn msg(json: &[u8]) -> Result<Msg, BadJson> {
     object::<RawMsg>(json).map(|m| m.fields())
 }
 
-/// Reads a poll answer `{"messages":[...],"last_id":N,"gap":B}`, handing each message
-/// to `each` in order.
+/// Reads a poll answer `{"messages":[...],"last_id":N,"gap":B}`, then hands each message
+/// to `each` in order. The whole answer is read first: a malformed one hands out none.
 pub fn page(json: &[u8], mut each: impl FnMut(&Msg)) -> Result<PageEnd, BadJson> {
     let page: RawPage = object(json)?;
     for m in &page.messages {
@@ -280,6 +280,12 @@ mod tests {
         ] {
             assert_eq!(read(refused), None, "{refused}");
         }
+        // A malformed answer hands out none of its messages, not even those before the
+        // fault: the user accounts for a page whole or not at all.
+        let mut handed = 0;
+        let broken = br#"{"messages":[{"id":1},{"id":2}],"last_id":"x"}"#;
+        assert_eq!(page(broken, |_| handed += 1), Err(BadJson));
+        assert_eq!(handed, 0);
         for (m, want) in messages() {
             let json = format!(r#"{{"messages":[{m},{m}],"last_id":9,"gap":false}}"#);
             let want = want
