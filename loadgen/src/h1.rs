@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake;
 
 use crate::conn::connect;
 use crate::error::ClientError;
@@ -71,6 +71,8 @@ struct Head {
     status: u16,
     framing: Framing,
     event_stream: bool,
+    /// `Sec-WebSocket-Accept`, on an upgrade's answer.
+    accept: Option<String>,
 }
 
 fn io_err(e: io::Error) -> ClientError {
@@ -157,6 +159,7 @@ impl Conn {
             let version = resp.version.unwrap_or(1);
             let (mut length, mut chunked, mut close, mut event_stream) =
                 (None, false, false, false);
+            let mut accept = None;
             for h in resp.headers.iter() {
                 let value = std::str::from_utf8(h.value).unwrap_or("").trim();
                 if h.name.eq_ignore_ascii_case("content-length") {
@@ -178,6 +181,8 @@ impl Conn {
                         .any(|v| v.trim().eq_ignore_ascii_case("close"));
                 } else if h.name.eq_ignore_ascii_case("content-type") {
                     event_stream = value.starts_with("text/event-stream");
+                } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
+                    accept = Some(value.to_owned());
                 }
             }
             self.start += len;
@@ -201,6 +206,7 @@ impl Conn {
                 status,
                 framing,
                 event_stream,
+                accept,
             });
         }
     }
@@ -325,13 +331,18 @@ impl Conn {
     /// Upgrades the connection to a WebSocket with a `GET path`; the connection, to
     /// be read and written as the socket (`crate::transport::ws`).
     pub async fn upgrade(mut self, path: &str) -> Result<Conn, ClientError> {
-        let key = base64::engine::general_purpose::STANDARD.encode(random_bytes::<16>());
+        let key = handshake::client::generate_key();
         let extra = format!(
             "connection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\
              sec-websocket-key: {key}\r\n"
         );
         let head = self.request(path, &extra).await?;
         expect(&head, 101, path)?;
+        if head.accept.as_deref() != Some(&handshake::derive_accept_key(key.as_bytes())) {
+            return Err(bad(
+                "the upgrade's sec-websocket-accept does not match its key",
+            ));
+        }
         self.reusable = false;
         self.req = Vec::new();
         self.body = Vec::new();
@@ -352,21 +363,6 @@ impl Conn {
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes).await.map_err(io_err)
     }
-}
-
-/// `N` bytes nobody can guess (std's per-process random hash keys, mixed with a
-/// counter), for WebSocket keys and masks.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let state = std::collections::hash_map::RandomState::new();
-    let mut out = [0u8; N];
-    for chunk in out.chunks_mut(8) {
-        let mut h = state.build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-    }
-    out
 }
 
 fn expect(head: &Head, want: u16, path: &str) -> Result<(), ClientError> {
@@ -461,6 +457,19 @@ mod tests {
         assert!(matches!(
             c.get_body("/c?x=1").await,
             Err(ClientError::Status { status: 404, ref path }) if path == "/c"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_whose_accept_does_not_match_its_key_is_refused() {
+        let c = serve(&[
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+            connection: upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        ])
+        .await;
+        assert!(matches!(
+            c.upgrade("/ws").await,
+            Err(ClientError::Protocol(_))
         ));
     }
 

@@ -13,7 +13,7 @@
 
 use super::{Received, Receiver, Sub};
 use crate::error::ClientError;
-use crate::h1::{Conn, random_bytes};
+use crate::h1::Conn;
 
 /// tungstenite's default limits.
 const MAX_FRAME: u64 = 16 << 20;
@@ -190,7 +190,7 @@ impl Ws {
 
     /// Answers a ping: a pong with the same payload, masked as a client must.
     async fn pong(&mut self, payload: &[u8]) -> Result<(), ClientError> {
-        let mask: [u8; 4] = random_bytes();
+        let mask: [u8; 4] = rand::random();
         let mut frame = Vec::with_capacity(6 + payload.len());
         frame.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8]);
         frame.extend_from_slice(&mask);
@@ -243,7 +243,16 @@ mod tests {
                 s.read_exact(&mut b).await.unwrap();
                 req.push(b[0]);
             }
-            let mut out = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n".to_vec();
+            let req = String::from_utf8(req).unwrap();
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                .unwrap();
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
+            )
+            .into_bytes();
             out.extend_from_slice(&[0x89, 2, b'p', b'q']); // ping
             out.extend_from_slice(&[0x01, 2, b'h', b'e']); // text, first fragment
             out.extend_from_slice(&[0x8a, 0]); // pong, between fragments
