@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::machine::MachineCpu;
 use crate::metrics::Snapshot;
 use crate::report::{Connections, LoadgenFigures, Messages, Requests, RunResult, ServerFigures};
 use crate::scenario::Mix;
@@ -17,6 +18,7 @@ pub fn rows(
     reports: Vec<WorkerReport>,
     server: Option<Snapshot>,
     loadgen_cpu: f64,
+    machine_cpu: MachineCpu,
 ) -> Vec<RunResult> {
     let n = TRANSPORTS.len();
     let targets = shared.targets.len();
@@ -114,6 +116,7 @@ pub fn rows(
                 cpu_seconds: loadgen_cpu,
                 threads: sc.threads,
             },
+            machine_cpu,
             histograms: crate::report::Histograms {
                 latency_us: to_base64(&s.latency),
                 latency_from_due_us: to_base64(&s.latency_from_due),

@@ -1,5 +1,6 @@
 //! Facts about where a run happened: the machine (cores, memory, kernel), the tool's
-//! version and git commit, and this process's own CPU time (`getrusage`).
+//! version and git commit, this process's own CPU time (`getrusage`), and how busy the
+//! whole machine was, and how much of it the hypervisor took (`/proc/stat`).
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,80 @@ pub fn process_usage(pid: u32) -> Option<(f64, f64)> {
     Some(((utime + stime) / ticks as f64, rss_pages * page as f64))
 }
 
+/// The machine's CPU time counters (all CPUs), from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    /// Every state, in seconds: user, nice, system, idle, iowait, irq, softirq, steal.
+    total: f64,
+    /// Idle and iowait.
+    idle: f64,
+    /// Time the hypervisor ran something else while a virtual CPU wanted to run.
+    steal: f64,
+}
+
+impl CpuTimes {
+    /// Now, where `/proc/stat` exists.
+    pub fn read() -> Option<CpuTimes> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        CpuTimes::parse(&text, ticks as f64)
+    }
+
+    /// The `cpu` line of `/proc/stat` text, counted in `ticks_per_s`. Guest time is
+    /// already inside user and nice, so it is not added again.
+    pub fn parse(text: &str, ticks_per_s: f64) -> Option<CpuTimes> {
+        if ticks_per_s <= 0.0 {
+            return None;
+        }
+        let line = text.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse::<f64>().map(|t| t / ticks_per_s))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let field = |i: usize| v.get(i).copied().unwrap_or(0.0);
+        if v.len() < 4 {
+            return None;
+        }
+        Some(CpuTimes {
+            total: (0..8).map(field).sum(),
+            idle: field(3) + field(4),
+            steal: field(7),
+        })
+    }
+}
+
+/// How the whole machine's CPUs were used over one period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MachineCpu {
+    /// CPU seconds every process (and the kernel) used, the loadgen and a child server
+    /// included.
+    pub busy_cpu_seconds: Option<f64>,
+    /// CPU seconds the hypervisor took from the machine's virtual CPUs.
+    pub steal_cpu_seconds: Option<f64>,
+    /// `steal_cpu_seconds` as a share of all the CPUs' time, in percent.
+    pub steal_pct: Option<f64>,
+}
+
+impl MachineCpu {
+    /// The use between two readings; all unknown when either is missing.
+    pub fn between(before: Option<CpuTimes>, after: Option<CpuTimes>) -> MachineCpu {
+        let (Some(b), Some(a)) = (before, after) else {
+            return MachineCpu::default();
+        };
+        let total = a.total - b.total;
+        let steal = (a.steal - b.steal).max(0.0);
+        let busy = (total - (a.idle - b.idle) - steal).max(0.0);
+        MachineCpu {
+            busy_cpu_seconds: Some(busy),
+            steal_cpu_seconds: Some(steal),
+            steal_pct: (total > 0.0).then(|| steal * 100.0 / total),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +168,30 @@ mod tests {
         assert!(Machine::detect().cores >= 1);
         let (cpu, rss) = process_usage(std::process::id()).unwrap();
         assert!(cpu > 0.0 && rss > 1e6, "{cpu} {rss}");
+    }
+
+    #[test]
+    fn machine_cpu_is_busy_and_stolen_time_between_two_readings() {
+        let before = "cpu  100 5 50 1000 20 3 2 10 7 0\ncpu0 50 2 25 500 10 1 1 5 3 0\nintr 1\n";
+        let after = "cpu  300 5 150 1200 30 5 4 50 9 0\ncpu0 1 1 1 1 1 1 1 1 1 0\n";
+        let t = |s| CpuTimes::parse(s, 100.0);
+        let m = MachineCpu::between(t(before), t(after));
+        // user 200 + system 100 + irq 2 + softirq 2 ticks; guest (inside user) not again.
+        let near = |v: Option<f64>, want: f64| (v.unwrap() - want).abs() < 1e-9;
+        assert!(near(m.busy_cpu_seconds, 3.04), "{m:?}");
+        assert!(near(m.steal_cpu_seconds, 0.4), "{m:?}");
+        // 5.54 s of CPU time in all, 0.4 s of it stolen.
+        let pct = m.steal_pct.unwrap();
+        assert!((pct - 40.0 / 5.54).abs() < 1e-9, "{pct}");
+        assert_eq!(MachineCpu::between(None, t(after)), MachineCpu::default());
+        assert!(CpuTimes::parse("cpu  1 x 3 4\n", 100.0).is_none());
+        assert!(CpuTimes::parse("intr 1\n", 100.0).is_none());
+        // This machine's own counters move forward.
+        if let Some(first) = CpuTimes::read() {
+            let again = CpuTimes::read().unwrap();
+            let m = MachineCpu::between(Some(first), Some(again));
+            assert!(m.busy_cpu_seconds.unwrap() >= 0.0);
+            assert!((0.0..=100.0).contains(&m.steal_pct.unwrap_or(0.0)));
+        }
     }
 }

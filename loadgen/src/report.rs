@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::Machine;
+use crate::machine::{Machine, MachineCpu};
 use crate::stats::Summary;
 use crate::tracker::Tally;
 
@@ -101,6 +101,9 @@ pub struct RunResult {
     pub bytes_per_delivery: Option<f64>,
     pub server: ServerFigures,
     pub loadgen: LoadgenFigures,
+    /// The whole machine over the same period: a run on a machine that was busy with
+    /// something else, or whose CPUs the hypervisor took, is told apart.
+    pub machine_cpu: MachineCpu,
     pub histograms: Histograms,
 }
 
@@ -164,7 +167,7 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.*}", digits, v * scale))
 }
 
-const COLUMNS: [&str; 18] = [
+const COLUMNS: [&str; 19] = [
     "mode",
     "users",
     "received",
@@ -183,9 +186,10 @@ const COLUMNS: [&str; 18] = [
     "B/msg",
     "srv_cpu_ms/1k",
     "lg_cpu_s",
+    "steal%",
 ];
 
-fn cells(r: &RunResult) -> [String; 18] {
+fn cells(r: &RunResult) -> [String; 19] {
     let d = &r.deliveries;
     [
         r.mode.clone(),
@@ -206,12 +210,13 @@ fn cells(r: &RunResult) -> [String; 18] {
         opt(r.bytes_per_delivery, 1.0, 0),
         opt(r.server.cpu_ms_per_1k_deliveries, 1.0, 1),
         format!("{:.2}", r.loadgen.cpu_seconds),
+        opt(r.machine_cpu.steal_pct, 1.0, 1),
     ]
 }
 
 /// The table for people: one row per run, columns aligned.
 pub fn table(rows: &[RunResult]) -> String {
-    let body: Vec<[String; 18]> = rows.iter().map(cells).collect();
+    let body: Vec<[String; 19]> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| {
             body.iter()

@@ -213,6 +213,7 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
     tokio::time::sleep_until(window_start).await;
     let before = join_all(targets.iter().map(Snapshot::fetch)).await;
     let cpu_before = machine::cpu_seconds();
+    let machine_before = machine::CpuTimes::read();
     let mut finals = vec![0u64; targets.len()];
     for rx in done {
         for (f, id) in finals.iter_mut().zip(rx.await.map_err(lost_worker)?) {
@@ -225,6 +226,7 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         collected.push(rx.await.map_err(lost_worker)?);
     }
     let loadgen_cpu = machine::cpu_seconds() - cpu_before;
+    let machine_cpu = machine::MachineCpu::between(machine_before, machine::CpuTimes::read());
     let after = join_all(targets.iter().map(Snapshot::fetch)).await;
     ticker.abort();
     bar.finish_and_clear();
@@ -238,5 +240,11 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         .filter_map(|(b, a)| Some((b.ok()?, a.ok()?)))
         .collect();
     let server = (pairs.len() == targets.len()).then(|| Snapshot::delta(&pairs));
-    Ok(account::rows(&shared, collected, server, loadgen_cpu))
+    Ok(account::rows(
+        &shared,
+        collected,
+        server,
+        loadgen_cpu,
+        machine_cpu,
+    ))
 }

@@ -114,7 +114,7 @@ pub fn render(
         h,
         "<h2>Machine and versions</h2><p>{} cores, {} memory, Linux {}; open files per process: {}. \
          loadgen {} at commit <code>{}</code>; server: {} (the <code>lab</code> built from the same tree; a fresh process per run for a child). \
-         Created at Unix time {}.</p><p>Command: <code>{}</code></p>",
+         Created at Unix time {}.</p><p>Command: <code>{}</code></p><p>{}</p>",
         m.cores,
         m.memory_bytes.map_or("?".into(), |b| format!(
             "{:.1} GiB",
@@ -136,6 +136,7 @@ pub fn render(
         esc(&meta.server_process),
         meta.created_unix_s,
         esc(&meta.command),
+        esc(&points::steal_sentence(all)),
     );
 
     let mut files = Vec::new();

@@ -49,9 +49,11 @@ pub struct Record {
     pub room: String,
     /// Users that sent (named `u0`, `u1`, ...).
     pub senders: u64,
+    /// The share of the machine's CPU time the hypervisor took during the run.
+    pub steal_pct: Option<f64>,
 }
 
-const COLUMNS: [&str; 31] = [
+const COLUMNS: [&str; 32] = [
     "mode",
     "users",
     "rate",
@@ -82,9 +84,13 @@ const COLUMNS: [&str; 31] = [
     "json",
     "room",
     "senders",
+    "steal_pct",
     // Derived, for reading the CSV by eye; not read back.
     "requests_per_delivery",
 ];
+
+/// Columns that summaries written before them lack; they read as unknown.
+const LATER_COLUMNS: [&str; 1] = ["steal_pct"];
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -138,6 +144,7 @@ impl Record {
             json: String::new(),
             room: sc.room.clone(),
             senders: sc.senders as u64,
+            steal_pct: row.machine_cpu.steal_pct,
         }
     }
 
@@ -210,62 +217,67 @@ impl Record {
             self.json.clone(),
             self.room.clone(),
             self.senders.to_string(),
+            o(self.steal_pct),
             self.requests_per_delivery()
                 .map_or_else(String::new, |v| format!("{v:.4}")),
         ]
     }
 
-    fn parse(line: &str) -> Result<Record, String> {
+    /// One line of a summary whose header is `header`.
+    fn parse(header: &[&str], line: &str) -> Result<Record, String> {
         let c: Vec<&str> = line.split(',').collect();
-        if c.len() != COLUMNS.len() {
-            return Err(format!("{} cells, expected {}", c.len(), COLUMNS.len()));
+        if c.len() != header.len() {
+            return Err(format!("{} cells, expected {}", c.len(), header.len()));
         }
-        let f = |i: usize| -> Result<f64, String> {
-            c[i].parse()
-                .map_err(|_| format!("{}: {:?}", COLUMNS[i], c[i]))
+        let cell =
+            |name: &str| -> Option<&str> { header.iter().position(|h| *h == name).map(|i| c[i]) };
+        let text = |name: &str| cell(name).ok_or_else(|| format!("no {name} column"));
+        let f = |name: &str| -> Result<f64, String> {
+            let v = text(name)?;
+            v.parse().map_err(|_| format!("{name}: {v:?}"))
         };
-        let u = |i: usize| -> Result<u64, String> {
-            c[i].parse()
-                .map_err(|_| format!("{}: {:?}", COLUMNS[i], c[i]))
+        let u = |name: &str| -> Result<u64, String> {
+            let v = text(name)?;
+            v.parse().map_err(|_| format!("{name}: {v:?}"))
         };
-        let o = |i: usize| -> Result<Option<f64>, String> {
-            if c[i].is_empty() {
-                Ok(None)
-            } else {
-                f(i).map(Some)
+        let o = |name: &str| -> Result<Option<f64>, String> {
+            match cell(name) {
+                None | Some("") => Ok(None),
+                Some(_) => f(name).map(Some),
             }
         };
         Ok(Record {
-            mode: c[0].to_owned(),
-            users: u(1)? as usize,
-            rate: f(2)?,
-            repeat: u(3)? as usize,
-            duration_s: f(4)?,
-            counted_s: f(5)?,
-            poll_interval_s: f(6)?,
-            p50_ms: f(7)?,
-            p95_ms: f(8)?,
-            p99_ms: f(9)?,
-            max_ms: f(10)?,
-            due_p99_ms: f(11)?,
-            lag_p99_ms: f(12)?,
-            connect_p50_ms: f(13)?,
-            expected: u(14)?,
-            received: u(15)?,
-            lost: u(16)?,
-            duplicated: u(17)?,
-            out_of_order: u(18)?,
-            sent: u(19)?,
-            requests: u(20)?,
-            bytes_received: u(21)?,
-            server_cpu_s: o(22)?,
-            server_rss_bytes: o(23)?,
-            server_rss_base_bytes: o(24)?,
-            loadgen_cpu_s: f(25)?,
-            errors: c[26].to_owned(),
-            json: c[27].to_owned(),
-            room: c[28].to_owned(),
-            senders: u(29)?,
+            mode: text("mode")?.to_owned(),
+            users: u("users")? as usize,
+            rate: f("rate")?,
+            repeat: u("repeat")? as usize,
+            duration_s: f("duration_s")?,
+            counted_s: f("counted_s")?,
+            poll_interval_s: f("poll_interval_s")?,
+            p50_ms: f("p50_ms")?,
+            p95_ms: f("p95_ms")?,
+            p99_ms: f("p99_ms")?,
+            max_ms: f("max_ms")?,
+            due_p99_ms: f("due_p99_ms")?,
+            lag_p99_ms: f("lag_p99_ms")?,
+            connect_p50_ms: f("connect_p50_ms")?,
+            expected: u("expected")?,
+            received: u("received")?,
+            lost: u("lost")?,
+            duplicated: u("duplicated")?,
+            out_of_order: u("out_of_order")?,
+            sent: u("sent")?,
+            requests: u("requests")?,
+            bytes_received: u("bytes_received")?,
+            server_cpu_s: o("server_cpu_s")?,
+            server_rss_bytes: o("server_rss_bytes")?,
+            server_rss_base_bytes: o("server_rss_base_bytes")?,
+            loadgen_cpu_s: f("loadgen_cpu_s")?,
+            errors: text("errors")?.to_owned(),
+            json: text("json")?.to_owned(),
+            room: text("room")?.to_owned(),
+            senders: u("senders")?,
+            steal_pct: o("steal_pct")?,
         })
     }
 }
@@ -283,7 +295,16 @@ pub fn csv(records: &[Record]) -> String {
 /// Reads a CSV written by [`csv`].
 pub fn parse_csv(text: &str) -> Result<Vec<Record>, LoadgenError> {
     let mut lines = text.lines();
-    if lines.next() != Some(COLUMNS.join(",").as_str()) {
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    // Every column this version writes, in its order, less those an older summary
+    // may not have had yet.
+    let known = |h: &[&str]| {
+        let mut want = COLUMNS
+            .iter()
+            .filter(|c| h.contains(c) || !LATER_COLUMNS.contains(c));
+        h.len() == want.clone().count() && h.iter().all(|c| want.next() == Some(c))
+    };
+    if !known(&header) {
         return Err(LoadgenError::BadFlag(
             "summary CSV: not a sweep summary (header differs)".into(),
         ));
@@ -292,7 +313,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, LoadgenError> {
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            Record::parse(l)
+            Record::parse(&header, l)
                 .map_err(|e| LoadgenError::BadFlag(format!("summary CSV line {}: {e}", i + 2)))
         })
         .collect()
@@ -326,8 +347,30 @@ mod tests {
             json: "runs/ws-u100-r10-1.json".into(),
             room: "r".into(),
             senders: 100,
+            steal_pct: Some(1.25),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn a_summary_from_before_the_steal_column_still_reads() {
+        let r = sample();
+        let text = csv(std::slice::from_ref(&r));
+        let (header, line) = text.trim_end().split_once('\n').unwrap();
+        let at = header.split(',').position(|c| c == "steal_pct").unwrap();
+        let drop_at = |l: &str| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells.remove(at);
+            cells.join(",")
+        };
+        let old = format!("{}\n{}\n", drop_at(header), drop_at(line));
+        let read = parse_csv(&old).unwrap();
+        assert_eq!(read[0].steal_pct, None);
+        assert_eq!(read[0].p99_ms, r.p99_ms);
+        assert_eq!(read[0].senders, r.senders);
+        // Any other difference in the header is still refused.
+        let swapped = old.replacen("mode,users", "users,mode", 1);
+        assert!(parse_csv(&swapped).is_err());
     }
 
     #[test]

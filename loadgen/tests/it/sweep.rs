@@ -83,6 +83,8 @@ fn a_tiny_sweep_writes_runs_csv_and_a_report() {
         "The model beside the measurement",
         "interval/2 + round trip",
         "Every run delivered every message exactly once.",
+        // Each run read the machine's CPU counters (this is Linux).
+        "CPU time taken by the hypervisor while runs were counted (steal): median",
     ] {
         assert!(html.contains(needle), "no {needle:?} in the report");
     }
