@@ -47,6 +47,10 @@ impl Receiver for Sse {
 /// An incremental `text/event-stream` parser (the WHATWG rules: lines end with CRLF,
 /// LF or CR; `:` starts a comment; one space after the colon is dropped; `data` lines
 /// are joined with LF; an empty line dispatches an event that has data).
+///
+/// An event with one `data` line (every event the lab sends) is handed out as a slice
+/// of the received bytes, not copied; data is gathered into a buffer of its own only
+/// when an event has several lines, or when more bytes must be read before its end.
 #[derive(Debug, Default)]
 pub struct Parser {
     /// Received bytes; those before `start` are parsed.
@@ -58,15 +62,35 @@ pub struct Parser {
     begun: bool,
     /// The current event's type (empty: `message`) and data so far.
     event: Vec<u8>,
-    building: Vec<u8>,
-    has_data: bool,
+    building: Data,
+    gathered: Vec<u8>,
     /// The data of the event [`Parser::next_event`] found.
+    found: Data,
     data: Vec<u8>,
 }
 
+/// Where an event's data is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    /// None yet (an event without data is not dispatched).
+    #[default]
+    None,
+    /// `buf[start..end]`, until the next push.
+    InBuf(usize, usize),
+    /// In its own buffer (`gathered` while building, `data` once found).
+    Own,
+}
+
 impl Parser {
-    /// Adds received bytes.
+    /// Adds received bytes. The data [`Parser::data`] gave is gone.
     pub fn push(&mut self, bytes: &[u8]) {
+        // The parsed bytes are dropped below: data still to be dispatched moves out.
+        if let Data::InBuf(start, end) = self.building {
+            self.gathered.clear();
+            self.gathered.extend_from_slice(&self.buf[start..end]);
+            self.building = Data::Own;
+        }
+        self.found = Data::None;
         crate::h1::drop_consumed(&mut self.buf, &mut self.start);
         self.buf.extend_from_slice(bytes);
     }
@@ -90,7 +114,7 @@ impl Parser {
                 self.after_cr = false;
                 continue;
             }
-            let Some(len) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(len) = memchr::memchr2(b'\n', b'\r', rest) else {
                 return false;
             };
             let (line_start, line_end) = (self.start, self.start + len);
@@ -104,41 +128,58 @@ impl Parser {
 
     /// The data of the event [`Parser::next_event`] found.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        match self.found {
+            Data::None => &[],
+            Data::InBuf(start, end) => &self.buf[start..end],
+            Data::Own => &self.data,
+        }
     }
 
-    /// Takes in one line; whether it dispatched a `message` or `gap` event.
+    /// Takes in `buf[start..end]`, one line; whether it dispatched a `message` or
+    /// `gap` event.
     fn line(&mut self, start: usize, end: usize) -> bool {
-        let line = &self.buf[start..end];
-        if line.is_empty() {
-            let wanted = self.has_data && matches!(&self.event[..], b"" | b"message" | b"gap");
+        if start == end {
+            let wanted = self.building != Data::None
+                && matches!(&self.event[..], b"" | b"message" | b"gap");
             if wanted {
-                std::mem::swap(&mut self.data, &mut self.building);
+                self.found = self.building;
+                if self.building == Data::Own {
+                    std::mem::swap(&mut self.data, &mut self.gathered);
+                }
             }
-            self.building.clear();
+            self.gathered.clear();
             self.event.clear();
-            self.has_data = false;
+            self.building = Data::None;
             return wanted;
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let line = &self.buf[start..end];
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(0) => return false,
             Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+                let from = i + 1 + usize::from(line.get(i + 1) == Some(&b' '));
+                (&line[..i], start + from..end)
             }
-            None => (line, &line[..0]),
+            None => (line, end..end),
         };
         match name {
-            b"data" => {
-                if self.has_data {
-                    self.building.push(b'\n');
+            b"data" => match self.building {
+                Data::None => self.building = Data::InBuf(value.start, value.end),
+                Data::InBuf(first_start, first_end) => {
+                    self.gathered.clear();
+                    self.gathered
+                        .extend_from_slice(&self.buf[first_start..first_end]);
+                    self.gathered.push(b'\n');
+                    self.gathered.extend_from_slice(&self.buf[value]);
+                    self.building = Data::Own;
                 }
-                self.building.extend_from_slice(value);
-                self.has_data = true;
-            }
+                Data::Own => {
+                    self.gathered.push(b'\n');
+                    self.gathered.extend_from_slice(&self.buf[value]);
+                }
+            },
             b"event" => {
                 self.event.clear();
-                self.event.extend_from_slice(value);
+                self.event.extend_from_slice(&self.buf[value]);
             }
             // `id` and `retry` matter to a reconnecting browser; a user reconnects
             // from the highest message id it has seen instead.
