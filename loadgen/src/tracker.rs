@@ -13,7 +13,11 @@ pub struct Tracker {
     after: u64,
     /// The highest id seen (or `after` before the first).
     last: u64,
-    /// Ids received in order or ahead, as sorted disjoint ranges.
+    /// The first id of the run of consecutive ids that ends at `last`, once any id
+    /// was seen. Kept here, not in `ranges`, so that an in-order delivery (nearly
+    /// every one) touches no heap memory.
+    run_start: Option<u64>,
+    /// Earlier runs of ids received in order or ahead, sorted and disjoint.
     ranges: Vec<RangeInclusive<u64>>,
     /// Ids skipped over that have not arrived (yet).
     missing: Vec<RangeInclusive<u64>>,
@@ -65,14 +69,13 @@ impl Tracker {
     /// Records one delivery of `id`.
     pub fn see(&mut self, id: u64) {
         if id == self.last + 1 {
-            match self.ranges.last_mut() {
-                Some(r) if *r.end() == self.last => *r = *r.start()..=id,
-                _ => self.ranges.push(id..=id),
-            }
+            self.run_start.get_or_insert(id);
             self.last = id;
         } else if id > self.last {
             self.missing.push(self.last + 1..=id - 1);
-            self.ranges.push(id..=id);
+            if let Some(start) = self.run_start.replace(id) {
+                self.ranges.push(start..=self.last);
+            }
             self.last = id;
         } else if let Some(i) = self.missing.iter().position(|r| r.contains(&id)) {
             let r = self.missing.remove(i);
@@ -88,14 +91,19 @@ impl Tracker {
         }
     }
 
+    /// Every run of ids received in order or ahead, in order.
+    fn runs(&self) -> impl Iterator<Item = RangeInclusive<u64>> + '_ {
+        let current = self.run_start.map(|start| start..=self.last);
+        self.ranges.iter().cloned().chain(current)
+    }
+
     /// Compares what was seen with `counted` (sorted ids published in the counted
     /// window): the user is owed those in `(after, end]`.
     pub fn tally(&self, counted: &[u64], end: u64) -> Tally {
         let owed = |id: u64| id > self.after && id <= end && counted.binary_search(&id).is_ok();
         let expected = count_in(counted, self.after, end);
         let in_ranges: u64 = self
-            .ranges
-            .iter()
+            .runs()
             .map(|r| {
                 count_in(
                     counted,
@@ -147,7 +155,14 @@ mod tests {
                 ..Tally::default()
             }
         );
-        assert_eq!(t.ranges.len(), 1);
+        assert_eq!(t.runs().collect::<Vec<_>>(), [1..=10]);
+        assert!(
+            t.ranges.is_empty(),
+            "in order, nothing is stored on the heap"
+        );
+        let gaps = seen(0, &[1, 2, 5, 6, 9]);
+        assert_eq!(gaps.runs().collect::<Vec<_>>(), [1..=2, 5..=6, 9..=9]);
+        assert_eq!(gaps.missing, [3..=4, 7..=8]);
     }
 
     #[test]
