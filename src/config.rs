@@ -64,10 +64,15 @@ pub struct Config {
 
     /// How long a client has to send a whole request, head and body, counted from its
     /// first byte (a new connection's first request: from the accept). Late requests
-    /// are answered 408 and their connection closed; idle keep-alive connections
-    /// between requests are not timed.
+    /// are answered 408 and their connection closed.
     #[arg(long, env = "LAB_READ_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout_ms: u64,
+
+    /// How long a keep-alive connection may wait between two requests before it is
+    /// closed (a client that went away without closing does not hold its socket for
+    /// ever). A request in flight, a held long poll or an open stream is not idle.
+    #[arg(long, env = "LAB_IDLE_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
 
     /// Worker threads of the async runtime; 1 runs everything on one thread, which
     /// leaves the other core to a load generator on the same machine.
@@ -101,6 +106,7 @@ impl Config {
         Timeouts {
             write: Duration::from_millis(self.write_timeout_ms),
             read: Duration::from_millis(self.read_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
         }
     }
 

@@ -122,6 +122,11 @@ impl Http {
         Ok(Http { sender, host })
     }
 
+    /// Whether the server has not closed the connection (as far as hyper has seen).
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
     fn request(&self, method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;

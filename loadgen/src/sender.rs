@@ -142,7 +142,10 @@ async fn post(
     due: Instant,
 ) -> Result<(u64, u64), &'static str> {
     let sh = &ctx.shared;
-    let idle = pool.idle.borrow_mut().pop();
+    // A server closes keep-alive connections left idle (the lab after
+    // `--idle-timeout-ms`); hyper has seen that close, and such a connection is
+    // dropped here rather than failing the send.
+    let idle = std::iter::from_fn(|| pool.idle.borrow_mut().pop()).find(Http::is_open);
     let mut http = match idle {
         Some(http) => http,
         None => Http::open(&sh.targets[target], None, Default::default())

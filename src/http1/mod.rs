@@ -14,6 +14,8 @@ mod response;
 mod rewind;
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -27,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::time_limit::within;
@@ -57,9 +59,12 @@ pub struct Timeouts {
     pub write: Duration,
     /// A request's head and body must all have arrived this long after its first
     /// byte (for a new connection's first request: after the connection was accepted);
-    /// otherwise it is answered 408 and the connection closed. A keep-alive connection
-    /// waiting between requests is not timed.
+    /// otherwise it is answered 408 and the connection closed.
     pub read: Duration,
+    /// A keep-alive connection that has answered its requests and receives no new
+    /// one this long is closed, without an answer (none is owed). Requests in flight,
+    /// held long polls and open streams are never idle.
+    pub idle: Duration,
 }
 
 /// Serves one connection until the client closes it, an answer asks for `close`, or
@@ -69,7 +74,7 @@ pub async fn serve(
     stream: TcpStream,
     service: Service,
     shutdown: CancellationToken,
-    timeouts: Timeouts,
+    timeouts: Arc<Timeouts>,
 ) {
     let mut connection = Connection {
         stream,
@@ -77,6 +82,7 @@ pub async fn serve(
         service,
         shutdown,
         timeouts,
+        idle_timer: None,
     };
     if let Ok(Next::Hyper) = connection.serve_requests().await {
         connection.hand_to_hyper().await;
@@ -89,12 +95,24 @@ struct Connection {
     buf: BytesMut,
     service: Service,
     shutdown: CancellationToken,
-    timeouts: Timeouts,
+    timeouts: Arc<Timeouts>,
+    /// The keep-alive timer (see [`Connection::read_within`]).
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 enum Next {
     Close,
     Hyper,
+}
+
+/// What ends a read that has to wait, besides shutdown.
+#[derive(Clone, Copy)]
+enum Wait {
+    Forever,
+    /// The request's read deadline: answered 408, then closed.
+    Request(Instant),
+    /// [`Timeouts::idle`] from now, between two requests: closed without an answer.
+    Idle,
 }
 
 impl Connection {
@@ -105,9 +123,9 @@ impl Connection {
             // sends one does not hold its place for ever. Later ones from their first
             // byte. The deadline lives only until the request is read, so a waiting
             // connection's state does not carry it.
-            let mut deadline =
-                std::mem::take(&mut first).then(|| Instant::now() + self.timeouts.read);
-            let head = match self.read_head(&mut deadline).await? {
+            let first_request = std::mem::take(&mut first);
+            let mut deadline = first_request.then(|| Instant::now() + self.timeouts.read);
+            let head = match self.read_head(&mut deadline, !first_request).await? {
                 Ok(head) => head,
                 Err(next) => return Ok(next),
             };
@@ -115,8 +133,8 @@ impl Connection {
             // The buffer grows with what arrives, not with what the head announces: a
             // client that announces 64 KiB and sends one byte holds one read's worth.
             while self.buf.len() < head.body_len {
-                deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
-                match self.read_within(deadline).await? {
+                let at = *deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
+                match self.read_within(Wait::Request(at)).await? {
                     Some(0) | None => return Ok(Next::Close),
                     Some(_) => {}
                 }
@@ -156,9 +174,12 @@ impl Connection {
     /// The next request's head, or what to do with the connection instead. The
     /// request's `deadline` is set, if it has none yet, when part of it is there and a
     /// read has to wait for the rest: a request that arrives whole reads no clock.
+    /// `between`: the connection has answered a request and waits for the next, for
+    /// at most [`Timeouts::idle`] until its first byte.
     async fn read_head(
         &mut self,
         deadline: &mut Option<Instant>,
+        between: bool,
     ) -> io::Result<Result<request::Head, Next>> {
         loop {
             if !self.buf.is_empty() {
@@ -170,33 +191,65 @@ impl Connection {
                     Ok(None) | Err(request::NotLean) => return Ok(Err(Next::Hyper)),
                 }
             }
-            match self.read_within(*deadline).await? {
+            let wait = match *deadline {
+                Some(at) => Wait::Request(at),
+                None if between && self.buf.is_empty() => Wait::Idle,
+                None => Wait::Forever,
+            };
+            match self.read_within(wait).await? {
                 Some(0) | None => return Ok(Err(Next::Close)),
                 Some(_) => {}
             }
         }
     }
 
-    /// One read, unless shutdown comes first or `deadline` passes (`None`; a timed-out
-    /// client is told so with a 408).
-    async fn read_within(&mut self, deadline: Option<Instant>) -> io::Result<Option<usize>> {
-        // The timer is made only when a read has to wait with a deadline set, and
-        // boxed so that it is not part of every waiting connection's state.
+    /// One read, unless shutdown comes first or `wait` ends it (`None`; a request
+    /// that timed out is told so with a 408, an idle connection is just closed).
+    async fn read_within(&mut self, wait: Wait) -> io::Result<Option<usize>> {
+        let Connection {
+            stream,
+            buf,
+            shutdown,
+            timeouts,
+            idle_timer,
+            ..
+        } = self;
+        // Runs only once the read has to wait. A request's timer is made then, and
+        // boxed so that it is not part of every waiting connection's state. The idle
+        // timer is made at the first wait between two requests and pushed later at
+        // each next one, which tokio does without re-registering it.
         let expired = async {
-            match deadline {
-                Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
-                None => std::future::pending().await,
+            match wait {
+                Wait::Forever => std::future::pending().await,
+                Wait::Request(at) => {
+                    Box::pin(tokio::time::sleep_until(at)).await;
+                    true
+                }
+                Wait::Idle => {
+                    let until = Instant::now() + timeouts.idle;
+                    let timer = match idle_timer {
+                        Some(timer) => {
+                            timer.as_mut().reset(until);
+                            timer
+                        }
+                        None => idle_timer.insert(Box::pin(tokio::time::sleep_until(until))),
+                    };
+                    timer.as_mut().await;
+                    false
+                }
             }
         };
         // Biased, the read before the timer: a read that can complete at once does not
-        // make a timer first.
+        // make or move a timer first.
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Ok(None),
-            read = read_some(&mut self.stream, &mut self.buf, READ_CHUNK) => read.map(Some),
-            () = expired => {
-                // Best effort: a client that sends nothing may not read either.
-                let _ = self.stream.try_write(REQUEST_TIMEOUT);
+            () = shutdown.cancelled() => Ok(None),
+            read = read_some(stream, buf, READ_CHUNK) => read.map(Some),
+            answer = expired => {
+                if answer {
+                    // Best effort: a client that sends nothing may not read either.
+                    let _ = stream.try_write(REQUEST_TIMEOUT);
+                }
                 Ok(None)
             }
         }

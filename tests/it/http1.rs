@@ -329,3 +329,47 @@ async fn a_connection_served_by_hyper_is_closed_when_a_head_stalls() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_for_the_idle_timeout_is_closed() {
+    let mut config = config();
+    config.idle_timeout_ms = 400;
+    let server = TestServer::with(config).await;
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // A connection that asks again every 100 ms outlives several idle periods.
+    let mut busy = connect(&server).await;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(1_000) {
+        send(&mut busy, healthz).await;
+        assert_eq!(answer(&mut busy).await.body, "ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A long poll held for longer than the idle timeout is not idle: it is answered,
+    // and its connection serves the next request at once.
+    let t1 = std::time::Instant::now();
+    send(
+        &mut busy,
+        "GET /rooms/r/long-poll?client=c&timeout_ms=900 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let poll = answer(&mut busy).await;
+    assert_eq!(poll.status, 200, "{}", poll.head);
+    assert!(t1.elapsed() >= Duration::from_millis(850), "answered early");
+    send(&mut busy, healthz).await;
+    assert_eq!(answer(&mut busy).await.body, "ok");
+
+    // Left idle, it is closed after the timeout, with nothing written.
+    let t2 = std::time::Instant::now();
+    assert!(closed(&mut busy).await, "an idle connection stayed open");
+    let waited = t2.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed after {waited:?}"
+    );
+    // The server goes on serving new connections.
+    let mut next = connect(&server).await;
+    send(&mut next, healthz).await;
+    assert_eq!(answer(&mut next).await.body, "ok");
+    server.stop().await;
+}

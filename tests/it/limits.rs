@@ -62,6 +62,8 @@ fn every_limit_is_a_flag() {
         "19",
         "--read-timeout-ms",
         "20",
+        "--idle-timeout-ms",
+        "21",
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 9999);
@@ -76,8 +78,10 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.ws_ping_ms, 18);
     assert_eq!(config.write_timeout_ms, 19);
     assert_eq!(config.read_timeout_ms, 20);
+    assert_eq!(config.idle_timeout_ms, 21);
     assert!(Config::try_parse_from(["lab", "--write-timeout-ms", "0"]).is_err());
     assert!(Config::try_parse_from(["lab", "--read-timeout-ms", "0"]).is_err());
+    assert!(Config::try_parse_from(["lab", "--idle-timeout-ms", "0"]).is_err());
     assert!(Config::try_parse_from(["lab", "--queue-capacity", "0"]).is_err());
     assert!(Config::try_parse_from(["lab", "--max-message-bytes", "0"]).is_err());
 }

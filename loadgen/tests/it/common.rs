@@ -17,9 +17,14 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::with(lab::Config::default())
+    }
+
+    /// A server with `config`, on an ephemeral port whatever `config.addr` says.
+    pub fn with(config: lab::Config) -> Server {
         let config = lab::Config {
             addr: "127.0.0.1:0".parse().unwrap(),
-            ..lab::Config::default()
+            ..config
         };
         let token = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();

@@ -128,3 +128,23 @@ fn two_targets_are_driven_round_robin_and_accounted_apart() {
         "{d:?}"
     );
 }
+
+#[test]
+fn sends_survive_a_server_that_closes_idle_connections() {
+    // The server closes a keep-alive connection after 150 ms without a request; one
+    // sender at 4 msg/s leaves its pooled connection idle for 250 ms between sends.
+    let server = Server::with(lab::Config {
+        idle_timeout_ms: 150,
+        ..lab::Config::default()
+    });
+    let mut sc = short(Mix::Only(transport("ws")), 2, "modes-idle");
+    sc.rate = 4.0;
+    sc.senders = 1;
+    sc.threads = 1;
+    let r = server.run(&sc).remove(0);
+    assert!(r.messages.sent >= 5, "sent {}", r.messages.sent);
+    assert_eq!(r.messages.failed, 0, "{:?}", r.errors);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let d = &r.deliveries;
+    assert_eq!((d.received, d.lost), (d.expected, 0), "{d:?}");
+}
