@@ -2,7 +2,8 @@
 """Resident memory per idle connection, per transport.
 
 Starts a `lab` server, opens N idle connections of one transport (raw sockets, one
-asyncio process, nothing but the request sent and the response head read), and reads
+asyncio process, nothing but the request sent and the response head read; a long-poll
+connection is held on its second poll, as a client that polls again is), and reads
 the server's resident memory before and after from /proc. Prints one JSON line per
 transport.
 
@@ -53,6 +54,17 @@ async def open_one(port, transport, i, sem):
         # Spread over several source addresses so ephemeral ports never run short.
         src = f"127.0.0.{2 + i % 8}"
         reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+        if transport == "long_poll":
+            # A long-poll client polls again on the same connection: a first poll
+            # answered at once (timeout 0), then the held one, as in steady state
+            # (the connection then also holds its keep-alive timer).
+            writer.write(f"GET /rooms/idle/long-poll?client=c{i}&timeout_ms=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(head[:80])
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
         writer.write(request(transport, i).encode())
         await writer.drain()
         if transport != "long_poll":

@@ -7,7 +7,8 @@
 //! hyper keeps an 8 KiB read buffer (reserved again while it waits for the next
 //! request) and an 8 KiB header buffer for the whole life of a connection. At ten
 //! thousand open SSE streams or held long polls those buffers were most of the
-//! server's memory; here a waiting connection holds only its task.
+//! server's memory; here a waiting connection holds only its task (and, once it has
+//! waited between two requests, its keep-alive timer).
 
 mod request;
 mod response;
@@ -217,7 +218,8 @@ impl Connection {
         // Runs only once the read has to wait. A request's timer is made then, and
         // boxed so that it is not part of every waiting connection's state. The idle
         // timer is made at the first wait between two requests and pushed later at
-        // each next one, which tokio does without re-registering it.
+        // each next one: tokio moves a pending timer's deadline later without
+        // re-registering it (until the old deadline comes round).
         let expired = async {
             match wait {
                 Wait::Forever => std::future::pending().await,

@@ -373,3 +373,39 @@ async fn a_keep_alive_connection_idle_for_the_idle_timeout_is_closed() {
     assert_eq!(answer(&mut next).await.body, "ok");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_started_or_a_connection_opened_is_timed_by_the_read_timeout_not_the_idle_one() {
+    let mut config = config();
+    config.idle_timeout_ms = 200;
+    config.read_timeout_ms = 700;
+    let server = TestServer::with(config).await;
+    // A new connection that sends nothing is owed a 408 at the read timeout: it has not
+    // been served yet, so it is not idle.
+    let t0 = std::time::Instant::now();
+    let mut silent = connect(&server).await;
+    // A kept-alive connection whose next request starts and then stalls: once its first
+    // byte is in, the read timeout applies, not the idle one.
+    let mut stalled = connect(&server).await;
+    send(&mut stalled, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(answer(&mut stalled).await.body, "ok");
+    let t1 = std::time::Instant::now();
+    send(&mut stalled, "GET /healthz HTTP/1.1\r\nHo").await;
+
+    let late = answer(&mut stalled).await;
+    assert_eq!(late.status, 408, "{}", late.head);
+    assert!(
+        t1.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        t1.elapsed()
+    );
+    let late = answer(&mut silent).await;
+    assert_eq!(late.status, 408, "{}", late.head);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(closed(&mut stalled).await && closed(&mut silent).await);
+    server.stop().await;
+}

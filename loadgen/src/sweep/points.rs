@@ -124,8 +124,10 @@ pub const STEAL_NOTED_PCT: f64 = 5.0;
 /// A sentence on the CPU time the hypervisor took during the runs: the median, the
 /// worst run, and how many runs lost more than [`STEAL_NOTED_PCT`].
 pub fn steal_sentence(all: &[PointRuns]) -> String {
+    // The per-transport rows of a mixed run (`mixed/ws`, ...) repeat its reading.
     let runs: Vec<(&PointRuns, &Record, f64)> = all
         .iter()
+        .filter(|p| !p.mode.starts_with("mixed/"))
         .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
         .filter_map(|(p, r)| Some((p, r, r.steal_pct?)))
         .collect();
@@ -210,7 +212,7 @@ mod tests {
     #[test]
     fn the_steal_sentence_names_the_worst_run_and_counts_the_noisy_ones() {
         let r = |users, repeat, steal_pct| Record {
-            mode: "ws".into(),
+            mode: if users == 4 { "mixed/ws" } else { "ws" }.into(),
             users,
             rate: 10.0,
             repeat,
@@ -222,6 +224,8 @@ mod tests {
             r(10, 2, Some(12.3)),
             r(100, 1, Some(1.0)),
             r(100, 2, None),
+            // A mixed run's per-transport row: its run is counted once, as `mixed`.
+            r(4, 1, Some(50.0)),
         ];
         let s = steal_sentence(&group(&recs));
         assert!(s.contains("median 1.0%"), "{s}");
