@@ -139,16 +139,18 @@ pub fn steal_sentence(all: &[PointRuns]) -> String {
         .max_by(|a, b| a.2.total_cmp(&b.2))
         .copied()
         .expect("runs is not empty");
-    let noted = runs.iter().filter(|r| r.2 > STEAL_NOTED_PCT).count();
+    let noted = match runs.iter().filter(|r| r.2 > STEAL_NOTED_PCT).count() {
+        0 => format!("no run lost more than {STEAL_NOTED_PCT:.0}%"),
+        n => format!(
+            "{n} of {} runs lost more than {STEAL_NOTED_PCT:.0}%, and their latency and CPU \
+             figures are less comparable",
+            runs.len()
+        ),
+    };
     format!(
         "CPU time taken by the hypervisor while runs were counted (steal): median {median:.1}%, \
-         at most {most:.1}% ({} with {} users at {} msg/s, repeat {}); {noted} of {} runs lost more \
-         than {STEAL_NOTED_PCT:.0}%, and their latency and CPU figures are less comparable.",
-        p.mode,
-        p.users,
-        p.rate,
-        worst.repeat,
-        runs.len()
+         at most {most:.1}% ({} with {} users at {} msg/s, repeat {}); {noted}.",
+        p.mode, p.users, p.rate, worst.repeat,
     )
 }
 
@@ -232,6 +234,8 @@ mod tests {
         assert!(s.contains("at most 12.3%"), "{s}");
         assert!(s.contains("ws with 10 users at 10 msg/s, repeat 2"), "{s}");
         assert!(s.contains("1 of 3 runs lost more than 5%"), "{s}");
+        let quiet = steal_sentence(&group(&[r(10, 1, Some(0.5))]));
+        assert!(quiet.contains("; no run lost more than 5%."), "{quiet}");
         let unknown = steal_sentence(&group(&[r(10, 1, None)]));
         assert!(unknown.contains("not recorded"), "{unknown}");
     }
