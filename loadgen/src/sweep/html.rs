@@ -136,7 +136,7 @@ pub fn render(
         esc(&meta.server_process),
         meta.created_unix_s,
         esc(&meta.command),
-        esc(&points::steal_sentence(all)),
+        esc(&verdict::steal_sentence(all)),
     );
 
     let mut files = Vec::new();

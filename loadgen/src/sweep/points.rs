@@ -117,43 +117,6 @@ impl PointRuns {
     }
 }
 
-/// Runs whose machine lost more than this share of its CPU time to the hypervisor
-/// (steal) are named in the report: their latency and CPU figures are less comparable.
-pub const STEAL_NOTED_PCT: f64 = 5.0;
-
-/// A sentence on the CPU time the hypervisor took during the runs: the median, the
-/// worst run, and how many runs lost more than [`STEAL_NOTED_PCT`].
-pub fn steal_sentence(all: &[PointRuns]) -> String {
-    // The per-transport rows of a mixed run (`mixed/ws`, ...) repeat its reading.
-    let runs: Vec<(&PointRuns, &Record, f64)> = all
-        .iter()
-        .filter(|p| !p.mode.starts_with("mixed/"))
-        .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
-        .filter_map(|(p, r)| Some((p, r, r.steal_pct?)))
-        .collect();
-    let Some(median) = Spread::of(runs.iter().map(|r| Some(r.2))).map(|s| s.median) else {
-        return "CPU time taken by the hypervisor (steal) was not recorded for these runs.".into();
-    };
-    let (p, worst, most) = runs
-        .iter()
-        .max_by(|a, b| a.2.total_cmp(&b.2))
-        .copied()
-        .expect("runs is not empty");
-    let noted = match runs.iter().filter(|r| r.2 > STEAL_NOTED_PCT).count() {
-        0 => format!("no run lost more than {STEAL_NOTED_PCT:.0}%"),
-        n => format!(
-            "{n} of {} runs lost more than {STEAL_NOTED_PCT:.0}%, and their latency and CPU \
-             figures are less comparable",
-            runs.len()
-        ),
-    };
-    format!(
-        "CPU time taken by the hypervisor while runs were counted (steal): median {median:.1}%, \
-         at most {most:.1}% ({} with {} users at {} msg/s, repeat {}); {noted}.",
-        p.mode, p.users, p.rate, worst.repeat,
-    )
-}
-
 /// Groups `records` by (mode, users, rate), in the order points first appear.
 pub fn group(records: &[Record]) -> Vec<PointRuns> {
     let mut out: Vec<PointRuns> = Vec::new();
@@ -209,35 +172,6 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(Spread::of([Some(1.0), Some(4.0)]).unwrap().median, 2.5);
         assert_eq!(Spread::of([None]), None);
-    }
-
-    #[test]
-    fn the_steal_sentence_names_the_worst_run_and_counts_the_noisy_ones() {
-        let r = |users, repeat, steal_pct| Record {
-            mode: if users == 4 { "mixed/ws" } else { "ws" }.into(),
-            users,
-            rate: 10.0,
-            repeat,
-            steal_pct,
-            ..Record::default()
-        };
-        let recs = [
-            r(10, 1, Some(0.5)),
-            r(10, 2, Some(12.3)),
-            r(100, 1, Some(1.0)),
-            r(100, 2, None),
-            // A mixed run's per-transport row: its run is counted once, as `mixed`.
-            r(4, 1, Some(50.0)),
-        ];
-        let s = steal_sentence(&group(&recs));
-        assert!(s.contains("median 1.0%"), "{s}");
-        assert!(s.contains("at most 12.3%"), "{s}");
-        assert!(s.contains("ws with 10 users at 10 msg/s, repeat 2"), "{s}");
-        assert!(s.contains("1 of 3 runs lost more than 5%"), "{s}");
-        let quiet = steal_sentence(&group(&[r(10, 1, Some(0.5))]));
-        assert!(quiet.contains("; no run lost more than 5%."), "{quiet}");
-        let unknown = steal_sentence(&group(&[r(10, 1, None)]));
-        assert!(unknown.contains("not recorded"), "{unknown}");
     }
 
     #[test]

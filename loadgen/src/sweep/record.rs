@@ -232,19 +232,11 @@ impl Record {
         let cell =
             |name: &str| -> Option<&str> { header.iter().position(|h| *h == name).map(|i| c[i]) };
         let text = |name: &str| cell(name).ok_or_else(|| format!("no {name} column"));
-        let f = |name: &str| -> Result<f64, String> {
-            let v = text(name)?;
-            v.parse().map_err(|_| format!("{name}: {v:?}"))
-        };
-        let u = |name: &str| -> Result<u64, String> {
-            let v = text(name)?;
-            v.parse().map_err(|_| format!("{name}: {v:?}"))
-        };
-        let o = |name: &str| -> Result<Option<f64>, String> {
-            match cell(name) {
-                None | Some("") => Ok(None),
-                Some(_) => f(name).map(Some),
-            }
+        let f = |name: &str| number::<f64>(name, text(name)?);
+        let u = |name: &str| number::<u64>(name, text(name)?);
+        let o = |name: &str| match cell(name) {
+            None | Some("") => Ok(None),
+            Some(v) => number(name, v).map(Some),
         };
         Ok(Record {
             mode: text("mode")?.to_owned(),
@@ -282,6 +274,11 @@ impl Record {
     }
 }
 
+/// The cell `value` of column `name`, as a number.
+fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{name}: {value:?}"))
+}
+
 /// The CSV of `records`: a header line, then one line per run.
 pub fn csv(records: &[Record]) -> String {
     let mut out = COLUMNS.join(",");
@@ -298,13 +295,12 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record>, LoadgenError> {
     let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
     // Every column this version writes, in its order, less those an older summary
     // may not have had yet.
-    let known = |h: &[&str]| {
-        let mut want = COLUMNS
-            .iter()
-            .filter(|c| h.contains(c) || !LATER_COLUMNS.contains(c));
-        h.len() == want.clone().count() && h.iter().all(|c| want.next() == Some(c))
-    };
-    if !known(&header) {
+    let known: Vec<&str> = COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| header.contains(c) || !LATER_COLUMNS.contains(c))
+        .collect();
+    if header != known {
         return Err(LoadgenError::BadFlag(
             "summary CSV: not a sweep summary (header differs)".into(),
         ));

@@ -1,10 +1,12 @@
 //! The report's opening: a few plain sentences drawn from the medians (which mode has
 //! the lowest tail latency at each user count and by how much, what each costs per
-//! delivery, whether anything was lost).
+//! delivery, whether anything was lost), and the sentence on how much CPU the
+//! hypervisor took while the runs were counted.
 
 use std::fmt::Write as _;
 
-use super::points::{Figure, PointRuns};
+use super::points::{Figure, PointRuns, Spread};
+use super::record::Record;
 
 /// How people call a mode.
 pub fn title(mode: &str) -> String {
@@ -44,6 +46,43 @@ pub fn ms(v: f64) -> String {
 fn complete(p: &PointRuns) -> bool {
     let [expected, received, _, dup, _] = p.deliveries();
     expected > 0 && received == expected && dup == 0
+}
+
+/// Runs whose machine lost more than this share of its CPU time to the hypervisor
+/// (steal) are named in the report: their latency and CPU figures are less comparable.
+pub const STEAL_NOTED_PCT: f64 = 5.0;
+
+/// A sentence on the CPU time the hypervisor took during the runs: the median, the
+/// worst run, and how many runs lost more than [`STEAL_NOTED_PCT`].
+pub fn steal_sentence(all: &[PointRuns]) -> String {
+    // The per-transport rows of a mixed run (`mixed/ws`, ...) repeat its reading.
+    let runs: Vec<(&PointRuns, &Record, f64)> = all
+        .iter()
+        .filter(|p| !p.mode.starts_with("mixed/"))
+        .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
+        .filter_map(|(p, r)| Some((p, r, r.steal_pct?)))
+        .collect();
+    let Some(median) = Spread::of(runs.iter().map(|r| Some(r.2))).map(|s| s.median) else {
+        return "CPU time taken by the hypervisor (steal) was not recorded for these runs.".into();
+    };
+    let (p, worst, most) = runs
+        .iter()
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .copied()
+        .expect("runs is not empty");
+    let noted = match runs.iter().filter(|r| r.2 > STEAL_NOTED_PCT).count() {
+        0 => format!("no run lost more than {STEAL_NOTED_PCT:.0}%"),
+        n => format!(
+            "{n} of {} runs lost more than {STEAL_NOTED_PCT:.0}%, and their latency and CPU \
+             figures are less comparable",
+            runs.len()
+        ),
+    };
+    format!(
+        "CPU time taken by the hypervisor while runs were counted (steal): median {median:.1}%, \
+         at most {most:.1}% ({} with {} users at {} msg/s, repeat {}); {noted}.",
+        p.mode, p.users, p.rate, worst.repeat,
+    )
 }
 
 /// The sentences, for the points at `rate` (the main one) and the others.
@@ -230,7 +269,7 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep::record::Record;
+    use crate::sweep::points::group;
 
     fn p(mode: &str, users: usize, p99_ms: f64, lost: u64) -> PointRuns {
         let r = Record {
@@ -254,6 +293,35 @@ mod tests {
             rate: 10.0,
             runs: vec![r],
         }
+    }
+
+    #[test]
+    fn the_steal_sentence_names_the_worst_run_and_counts_the_noisy_ones() {
+        let r = |users, repeat, steal_pct| Record {
+            mode: if users == 4 { "mixed/ws" } else { "ws" }.into(),
+            users,
+            rate: 10.0,
+            repeat,
+            steal_pct,
+            ..Record::default()
+        };
+        let recs = [
+            r(10, 1, Some(0.5)),
+            r(10, 2, Some(12.3)),
+            r(100, 1, Some(1.0)),
+            r(100, 2, None),
+            // A mixed run's per-transport row: its run is counted once, as `mixed`.
+            r(4, 1, Some(50.0)),
+        ];
+        let s = steal_sentence(&group(&recs));
+        assert!(s.contains("median 1.0%"), "{s}");
+        assert!(s.contains("at most 12.3%"), "{s}");
+        assert!(s.contains("ws with 10 users at 10 msg/s, repeat 2"), "{s}");
+        assert!(s.contains("1 of 3 runs lost more than 5%"), "{s}");
+        let quiet = steal_sentence(&group(&[r(10, 1, Some(0.5))]));
+        assert!(quiet.contains("; no run lost more than 5%."), "{quiet}");
+        let unknown = steal_sentence(&group(&[r(10, 1, None)]));
+        assert!(unknown.contains("not recorded"), "{unknown}");
     }
 
     #[test]

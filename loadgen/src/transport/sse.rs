@@ -63,10 +63,11 @@ pub struct Parser {
     /// The current event's type (empty: `message`) and data so far.
     event: Vec<u8>,
     building: Data,
+    /// The data of an event that cannot be a slice of `buf`. Every event that moves
+    /// its data here clears it first, so it holds one event's data at a time.
     gathered: Vec<u8>,
     /// The data of the event [`Parser::next_event`] found.
     found: Data,
-    data: Vec<u8>,
 }
 
 /// Where an event's data is.
@@ -77,7 +78,7 @@ enum Data {
     None,
     /// `buf[start..end]`, until the next push.
     InBuf(usize, usize),
-    /// In its own buffer (`gathered` while building, `data` once found).
+    /// In `gathered`.
     Own,
 }
 
@@ -98,6 +99,7 @@ impl Parser {
     /// Parses up to the next `message` or `gap` event with data; whether there was
     /// one. Its data is then [`Parser::data`].
     pub fn next_event(&mut self) -> bool {
+        self.found = Data::None;
         loop {
             if !self.begun {
                 if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
@@ -126,12 +128,13 @@ impl Parser {
         }
     }
 
-    /// The data of the event [`Parser::next_event`] found.
+    /// The data of the event [`Parser::next_event`] found, until the next call of
+    /// either method.
     pub fn data(&self) -> &[u8] {
         match self.found {
             Data::None => &[],
             Data::InBuf(start, end) => &self.buf[start..end],
-            Data::Own => &self.data,
+            Data::Own => &self.gathered,
         }
     }
 
@@ -143,11 +146,7 @@ impl Parser {
                 && matches!(&self.event[..], b"" | b"message" | b"gap");
             if wanted {
                 self.found = self.building;
-                if self.building == Data::Own {
-                    std::mem::swap(&mut self.data, &mut self.gathered);
-                }
             }
-            self.gathered.clear();
             self.event.clear();
             self.building = Data::None;
             return wanted;
