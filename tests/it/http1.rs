@@ -80,6 +80,24 @@ async fn closed(reader: &mut BufReader<TcpStream>) -> bool {
     )
 }
 
+/// Asserts that the next answer is the read timeout's 408 with a JSON error, given no
+/// earlier than `at_least` after `since`, and that the connection is then closed.
+async fn assert_timed_out(
+    conn: &mut BufReader<TcpStream>,
+    since: std::time::Instant,
+    at_least: Duration,
+) {
+    let late = answer(conn).await;
+    let after = since.elapsed();
+    assert!(after >= at_least, "answered after {after:?}");
+    assert_eq!(late.status, 408, "{}", late.head);
+    let error: serde_json::Value = serde_json::from_str(&late.body).unwrap();
+    assert!(error["error"].is_string(), "{}", late.body);
+    assert!(closed(conn).await, "the connection stays open");
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
 fn post(room: &str, body: &str) -> String {
     format!(
         "POST /rooms/{room}/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -168,7 +186,7 @@ async fn requests_the_lean_path_does_not_serve_are_answered_by_hyper() {
     )
     .await;
     assert_eq!(answer(&mut conn).await.body, r#"{"id":1}"#);
-    send(&mut conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    send(&mut conn, HEALTHZ).await;
     assert_eq!(answer(&mut conn).await.body, "ok");
 
     // Expect: 100-continue gets its interim answer, then the real one.
@@ -277,31 +295,23 @@ async fn a_request_not_sent_within_the_read_timeout_is_answered_408_and_closed()
     let mut silent = connect(&server).await;
     // A keep-alive connection that waits between two requests for longer than that.
     let mut idle = connect(&server).await;
-    send(&mut idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    send(&mut idle, HEALTHZ).await;
     assert_eq!(answer(&mut idle).await.body, "ok");
     // Others are served meanwhile.
     assert_eq!(server.post("r", "b", "served").await, 1);
 
     for conn in [&mut half_head, &mut half_body, &mut silent] {
-        let late = answer(conn).await;
-        assert!(t0.elapsed() >= Duration::from_millis(300), "answered early");
-        assert_eq!(late.status, 408, "{}", late.head);
-        let error: serde_json::Value = serde_json::from_str(&late.body).unwrap();
-        assert!(error["error"].is_string(), "{}", late.body);
-        assert!(closed(conn).await, "the connection stays open");
+        assert_timed_out(conn, t0, Duration::from_millis(300)).await;
     }
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    send(&mut idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    send(&mut idle, HEALTHZ).await;
     assert_eq!(answer(&mut idle).await.body, "ok");
     // A later request on a kept-alive connection is timed too: its whole head, then
     // half its body.
     let t1 = std::time::Instant::now();
     send(&mut idle, &request[..request.len() - 5]).await;
-    let late = answer(&mut idle).await;
-    assert!(t1.elapsed() >= Duration::from_millis(300), "answered early");
-    assert_eq!(late.status, 408, "{}", late.head);
-    assert!(closed(&mut idle).await, "the connection stays open");
+    assert_timed_out(&mut idle, t1, Duration::from_millis(300)).await;
     // The cut-short message was never published.
     let (status, body) = server.get_json("/rooms/r/messages?after=0").await;
     assert_eq!(status, 200);
@@ -335,13 +345,12 @@ async fn a_keep_alive_connection_idle_for_the_idle_timeout_is_closed() {
     let mut config = config();
     config.idle_timeout_ms = 400;
     let server = TestServer::with(config).await;
-    let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 
     // A connection that asks again every 100 ms outlives several idle periods.
     let mut busy = connect(&server).await;
     let t0 = std::time::Instant::now();
     while t0.elapsed() < Duration::from_millis(1_000) {
-        send(&mut busy, healthz).await;
+        send(&mut busy, HEALTHZ).await;
         assert_eq!(answer(&mut busy).await.body, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -356,7 +365,7 @@ async fn a_keep_alive_connection_idle_for_the_idle_timeout_is_closed() {
     let poll = answer(&mut busy).await;
     assert_eq!(poll.status, 200, "{}", poll.head);
     assert!(t1.elapsed() >= Duration::from_millis(850), "answered early");
-    send(&mut busy, healthz).await;
+    send(&mut busy, HEALTHZ).await;
     assert_eq!(answer(&mut busy).await.body, "ok");
 
     // Left idle, it is closed after the timeout, with nothing written.
@@ -369,7 +378,7 @@ async fn a_keep_alive_connection_idle_for_the_idle_timeout_is_closed() {
     );
     // The server goes on serving new connections.
     let mut next = connect(&server).await;
-    send(&mut next, healthz).await;
+    send(&mut next, HEALTHZ).await;
     assert_eq!(answer(&mut next).await.body, "ok");
     server.stop().await;
 }
@@ -387,25 +396,12 @@ async fn a_request_started_or_a_connection_opened_is_timed_by_the_read_timeout_n
     // A kept-alive connection whose next request starts and then stalls: once its first
     // byte is in, the read timeout applies, not the idle one.
     let mut stalled = connect(&server).await;
-    send(&mut stalled, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    send(&mut stalled, HEALTHZ).await;
     assert_eq!(answer(&mut stalled).await.body, "ok");
     let t1 = std::time::Instant::now();
     send(&mut stalled, "GET /healthz HTTP/1.1\r\nHo").await;
 
-    let late = answer(&mut stalled).await;
-    assert_eq!(late.status, 408, "{}", late.head);
-    assert!(
-        t1.elapsed() >= Duration::from_millis(650),
-        "{:?}",
-        t1.elapsed()
-    );
-    let late = answer(&mut silent).await;
-    assert_eq!(late.status, 408, "{}", late.head);
-    assert!(
-        t0.elapsed() >= Duration::from_millis(650),
-        "{:?}",
-        t0.elapsed()
-    );
-    assert!(closed(&mut stalled).await && closed(&mut silent).await);
+    assert_timed_out(&mut stalled, t1, Duration::from_millis(650)).await;
+    assert_timed_out(&mut silent, t0, Duration::from_millis(650)).await;
     server.stop().await;
 }
