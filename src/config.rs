@@ -1,11 +1,15 @@
 //! The server's configuration: every limit is a flag with a `LAB_*` environment
 //! variable and a default that suits a laptop demo and a 10,000-connection run alike.
+//! Every count and period must be at least 1: a zero would not mean "unlimited" or
+//! "off" but a server that refuses everything, spins or panics, so it is refused at
+//! start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::RangedU64ValueParser;
 
 use crate::http1::Timeouts;
 use crate::room::RoomLimits;
@@ -26,7 +30,7 @@ pub struct Config {
     pub max_message_bytes: u32,
 
     /// Messages kept per room for resume and refill.
-    #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000)]
+    #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub history: usize,
 
     /// Messages a live subscriber may fall behind before it is refilled from history.
@@ -34,27 +38,27 @@ pub struct Config {
     pub queue_capacity: u32,
 
     /// A long-poll client's queue is dropped after this long without a poll.
-    #[arg(long, env = "LAB_CLIENT_IDLE_MS", default_value_t = 60_000)]
+    #[arg(long, env = "LAB_CLIENT_IDLE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_idle_ms: u64,
 
     /// Open SSE streams, WebSockets and held long polls, all transports together.
-    #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000)]
+    #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
 
     /// Rooms the server will create.
-    #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000)]
+    #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_rooms: usize,
 
     /// Long-poll client queues per room.
-    #[arg(long, env = "LAB_MAX_CLIENTS_PER_ROOM", default_value_t = 20_000)]
+    #[arg(long, env = "LAB_MAX_CLIENTS_PER_ROOM", default_value_t = 20_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_clients_per_room: usize,
 
     /// How often an idle SSE stream gets a `: keep-alive` comment.
-    #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000)]
+    #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub sse_keepalive_ms: u64,
 
     /// How often a WebSocket is pinged; one that has not answered by the next ping is closed.
-    #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000)]
+    #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_ping_ms: u64,
 
     /// How long a write of an HTTP answer or SSE stream may make no progress before
@@ -76,7 +80,7 @@ pub struct Config {
 
     /// Worker threads of the async runtime; 1 runs everything on one thread, which
     /// leaves the other core to a load generator on the same machine.
-    #[arg(long, env = "LAB_THREADS", default_value_t = 1)]
+    #[arg(long, env = "LAB_THREADS", default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
 
     /// Where the load generator writes its runs; the page shows the newest.

@@ -1,9 +1,11 @@
 //! The routes every transport shares: sending a message, health, metrics, the page,
 //! the latest load-generator results, and JSON answers for unknown paths and methods.
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::body::{Body, HttpBody, to_bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +14,8 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::room::Draft;
 use crate::state::AppState;
-use crate::transport::common;
+use crate::time_limit::within;
+use crate::transport::common::{self, RoomName};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,7 +37,7 @@ struct SendBody {
 /// `POST /rooms/{room}/messages` -> `201 {"id":N}`.
 async fn send(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomName(room): RoomName,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -54,9 +57,24 @@ async fn send(
     // JSON escapes can make a body up to six times its text; past that it is too large
     // whatever it says.
     let limit = state.config.max_message_bytes() * 6 + 1024;
-    let bytes = to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(format!("request body is over {limit} bytes")))?;
+    let too_large = || ApiError::TooLarge(format!("request body is over {limit} bytes"));
+    // A declared length over the limit is refused before any of the body is read (and
+    // before an `Expect: 100-continue` is answered).
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    // The lean HTTP/1 path has the whole body in memory by now, read within the read
+    // timeout; a body it handed to hyper (chunked, or behind `Expect`) still streams in
+    // and must arrive within the same time, or it would hold its connection for ever.
+    let read_timeout = Duration::from_millis(state.config.read_timeout_ms);
+    let bytes = match within(read_timeout, to_bytes(body, limit)).await {
+        Some(read) => read.map_err(|_| too_large())?,
+        None => {
+            return Err(ApiError::Timeout(
+                "the request body did not arrive in time".into(),
+            ));
+        }
+    };
     let body: SendBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
     let draft = Draft {

@@ -1,10 +1,10 @@
-//! What the transports share: name checks, query parsing with JSON errors, and the
-//! poll answer body used by short and long polling alike.
+//! What the transports share: name checks, the room and query extractors with JSON
+//! errors, and the poll answer body used by short and long polling alike.
 
 use std::sync::Arc;
 
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 
@@ -76,11 +76,51 @@ pub fn room(state: &Shared, name: &str) -> Result<Arc<Room>, ApiError> {
     Ok(state.rooms.get_or_create(name)?)
 }
 
-/// A query string, or a 400 that says what was wrong with it.
-pub fn query<T: DeserializeOwned>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
+/// The `{room}` of a path, undecoded bytes that are not UTF-8 refused with a JSON 400
+/// like any other bad room name (axum's own rejection is plain text).
+pub struct RoomName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(room)) => Ok(RoomName(room)),
+            Err(_) => Err(check_room("").unwrap_err()),
+        }
+    }
+}
+
+/// A query string read strictly. serde_urlencoded turns percent-escapes that are not
+/// UTF-8 into U+FFFD, which would make `client=%ff` and `client=%fe` one client; here
+/// they are a 400, as is anything else wrong with the query.
+pub struct StrictQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for StrictQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let utf8 = raw.split(['&', '=']).all(|part| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .is_ok()
+        });
+        if !utf8 {
+            return Err(ApiError::bad_request(
+                "query string: a percent-escaped value is not UTF-8",
+            ));
+        }
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| StrictQuery(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// The query, or the 400 its extractor answered. Taken as a `Result` by handlers so
+/// that a refused request is still counted against its transport.
+pub fn query<T>(query: Result<StrictQuery<T>, ApiError>) -> Result<T, ApiError> {
+    query.map(|StrictQuery(q)| q)
 }
 
 /// `limit` as polling takes it: default 100, 1 to 1000.

@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::common;
+use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -22,7 +21,11 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 25_000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/rooms/{room}/long-poll", get(long_poll))
+    // A HEAD would take the client's queued messages and throw the body away.
+    Router::new().route(
+        "/rooms/{room}/long-poll",
+        get(long_poll).head(crate::routes::method_not_allowed),
+    )
 }
 
 #[derive(Deserialize)]
@@ -35,8 +38,8 @@ struct Params {
 
 async fn long_poll(
     State(state): State<AppState>,
-    Path(room): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    RoomName(room): RoomName,
+    params: Result<StrictQuery<Params>, ApiError>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();

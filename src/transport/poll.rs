@@ -2,14 +2,13 @@
 //! the room's history.
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::common;
+use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,8 +26,8 @@ struct Params {
 
 async fn poll(
     State(state): State<AppState>,
-    Path(room): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    RoomName(room): RoomName,
+    params: Result<StrictQuery<Params>, ApiError>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();

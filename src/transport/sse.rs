@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::common;
+use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
@@ -44,9 +43,9 @@ struct Params {
 
 async fn events(
     State(state): State<AppState>,
-    Path(room): Path<String>,
+    RoomName(room): RoomName,
     headers: HeaderMap,
-    params: Result<Query<Params>, QueryRejection>,
+    params: Result<StrictQuery<Params>, ApiError>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();

@@ -8,10 +8,9 @@ use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use serde::Deserialize;
 use tokio::time::{Instant, interval_at};
 use tokio_tungstenite::tungstenite;
 
-use super::common;
+use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
@@ -52,8 +51,8 @@ struct Params {
 
 async fn upgrade(
     State(state): State<AppState>,
-    Path(room): Path<String>,
-    params: Result<Query<Params>, QueryRejection>,
+    RoomName(room): RoomName,
+    params: Result<StrictQuery<Params>, ApiError>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);

@@ -86,6 +86,11 @@ async fn bad_paths_and_parameters() {
         ("/rooms/r/events?after=x", 400),
         ("/rooms/r/ws", 400),
         ("/rooms/r/ws?user=", 400),
+        // Percent-escapes that are not UTF-8, in the room and in a name.
+        ("/rooms/%ff/messages", 400),
+        ("/rooms/%ff/events", 400),
+        ("/rooms/r/long-poll?client=%ff", 400),
+        ("/rooms/r/ws?user=%ff", 400),
     ];
     for (path, status) in cases {
         let response = server.http.get(server.url(path)).send().await.unwrap();
@@ -98,6 +103,14 @@ async fn bad_paths_and_parameters() {
         .await
         .unwrap();
     expect_error(response, 405).await;
+    // A HEAD would take a long-poll client's queued messages and drop them.
+    let response = server
+        .http
+        .head(server.url("/rooms/r/long-poll?client=c&timeout_ms=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
     // Still serving.
     assert_eq!(server.post("r", "u", "after errors").await, 1);
     server.stop().await;

@@ -405,3 +405,50 @@ async fn a_request_started_or_a_connection_opened_is_timed_by_the_read_timeout_n
     assert_timed_out(&mut silent, t0, Duration::from_millis(650)).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_after_the_lean_path_handed_it_on_is_answered_408() {
+    let mut config = config();
+    config.read_timeout_ms = 300;
+    let server = TestServer::with(config).await;
+    let head = "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    // A chunked body cut mid-chunk, and a body behind `Expect` that never comes: both
+    // are served by hyper, which times only the head.
+    for stalled in [
+        format!("{head}Transfer-Encoding: chunked\r\n\r\n1d\r\n{{\"use"),
+        format!("{head}Content-Length: 30\r\nExpect: 100-continue\r\n\r\n{{\"user\""),
+    ] {
+        let mut conn = connect(&server).await;
+        let since = std::time::Instant::now();
+        send(&mut conn, &stalled).await;
+        if stalled.contains("Expect") {
+            let go_on = answer(&mut conn).await;
+            assert_eq!(go_on.status, 100, "{}", go_on.head);
+        }
+        assert_timed_out(&mut conn, since, Duration::from_millis(300)).await;
+    }
+    // Nothing was published by either, and the room serves.
+    assert_eq!(server.post("r", "u", "after").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
+    let mut config = config();
+    config.max_message_bytes = 10;
+    let server = TestServer::with(config).await;
+    let head = "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    for declared in [
+        format!("{head}Content-Length: 100000\r\n\r\n"),
+        format!("{head}Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n"),
+    ] {
+        let mut conn = connect(&server).await;
+        send(&mut conn, &declared).await;
+        let refused = answer(&mut conn).await;
+        assert_eq!(refused.status, 413, "{}", refused.head);
+        let error: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+        assert!(error["error"].is_string(), "{}", refused.body);
+    }
+    assert_eq!(server.post("r", "u", "after").await, 1);
+    server.stop().await;
+}

@@ -79,9 +79,27 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.write_timeout_ms, 19);
     assert_eq!(config.read_timeout_ms, 20);
     assert_eq!(config.idle_timeout_ms, 21);
-    assert!(Config::try_parse_from(["lab", "--write-timeout-ms", "0"]).is_err());
-    assert!(Config::try_parse_from(["lab", "--read-timeout-ms", "0"]).is_err());
-    assert!(Config::try_parse_from(["lab", "--idle-timeout-ms", "0"]).is_err());
-    assert!(Config::try_parse_from(["lab", "--queue-capacity", "0"]).is_err());
-    assert!(Config::try_parse_from(["lab", "--max-message-bytes", "0"]).is_err());
+    // A zero would be a server that refuses everything, spins or panics, not "off".
+    for flag in [
+        "--max-message-bytes",
+        "--history",
+        "--queue-capacity",
+        "--client-idle-ms",
+        "--max-connections",
+        "--max-rooms",
+        "--max-clients-per-room",
+        "--sse-keepalive-ms",
+        "--ws-ping-ms",
+        "--write-timeout-ms",
+        "--read-timeout-ms",
+        "--idle-timeout-ms",
+        "--threads",
+    ] {
+        let zero = Config::try_parse_from(["lab", flag, "0"]);
+        assert!(zero.is_err(), "{flag} 0 was taken");
+        assert!(
+            Config::try_parse_from(["lab", flag, "1"]).is_ok(),
+            "{flag} 1"
+        );
+    }
 }
