@@ -96,7 +96,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
 
-    print!("{}", report::table(&rows));
+    // A reader that closed its end (`loadgen | head`) must not cost the run its JSON.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), report::table(&rows).as_bytes());
     let mode = args
         .mixes()
         .iter()

@@ -23,7 +23,7 @@ use crate::target::{self, Target};
 use crate::transport::TRANSPORTS;
 use crate::user::UserPlan;
 use crate::wire::MIN_MESSAGE_BYTES;
-use crate::worker::{self, Shared, WorkerJob};
+use crate::worker::{self, Shared, WorkerJob, WorkerReport};
 
 /// Runs `fut` on a fresh single-threaded runtime with a `LocalSet`.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
@@ -66,6 +66,9 @@ async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
     Ok(())
 }
 
+/// The longest long-poll `timeout_ms` the protocol allows.
+const MAX_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Rejects settings that cannot make a meaningful run.
 pub fn validate(sc: &Scenario) -> Result<(), LoadgenError> {
     let bad = |m: &str| Err(LoadgenError::BadFlag(m.to_owned()));
@@ -81,11 +84,21 @@ pub fn validate(sc: &Scenario) -> Result<(), LoadgenError> {
     if sc.users == 0 {
         return bad("--users must be at least 1");
     }
+    if sc.senders == 0 {
+        return bad("--senders must be at least 1");
+    }
     if sc.senders > sc.users {
         return bad("--senders cannot exceed --users");
     }
-    if !(sc.rate >= 0.0 && sc.rate.is_finite()) {
-        return bad("--rate must be a number >= 0");
+    // Without messages a run would print a table of zeros and call it a measurement.
+    if !(sc.rate > 0.0 && sc.rate.is_finite()) {
+        return bad("--rate must be a number > 0");
+    }
+    if sc.duration.is_zero() {
+        return bad("--duration must be > 0");
+    }
+    if sc.long_poll_timeout.is_zero() || sc.long_poll_timeout > MAX_LONG_POLL_TIMEOUT {
+        return bad("--long-poll-timeout must be > 0 and at most 60s (the protocol's limit)");
     }
     if !(sc.ramp_up > 0.0 && sc.ramp_up.is_finite()) {
         return bad("--ramp-up must be > 0");
@@ -234,6 +247,7 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         h.join()
             .map_err(|_| LoadgenError::Worker("a worker thread panicked".into()))?;
     }
+    refused_everything(&collected)?;
     let pairs: Vec<(Snapshot, Snapshot)> = before
         .into_iter()
         .zip(after)
@@ -247,4 +261,32 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         loadgen_cpu,
         machine_cpu,
     ))
+}
+
+/// A run in which the server accepted none of the counted messages measured nothing:
+/// an error naming why, not a table that says nothing was lost.
+fn refused_everything(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
+    let accepted: usize = reports
+        .iter()
+        .flat_map(|r| &r.sent.counted)
+        .map(Vec::len)
+        .sum();
+    let refused: u64 = reports.iter().map(|r| r.sent.failed).sum();
+    if accepted > 0 || refused == 0 {
+        return Ok(());
+    }
+    let mut kinds = std::collections::BTreeMap::new();
+    for (kind, n) in reports.iter().flat_map(|r| &r.sent.errors) {
+        *kinds.entry(*kind).or_insert(0) += n;
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    let first = reports
+        .iter()
+        .find_map(|r| r.sent.first_refusal.as_deref())
+        .map_or(String::new(), |answer| format!("; it answered {answer}"));
+    Err(LoadgenError::NothingMeasured(format!(
+        "the server accepted none of the {refused} messages sent in the counted window \
+         (send errors: {}){first}",
+        kinds.join(", ")
+    )))
 }

@@ -40,6 +40,8 @@ pub struct Sent {
     /// Counted messages that were not accepted.
     pub failed: u64,
     pub errors: BTreeMap<&'static str, u64>,
+    /// The first refusal the server answered: its status and body.
+    pub first_refusal: Option<String>,
 }
 
 struct Pool {
@@ -57,6 +59,7 @@ pub async fn run(ctx: Rc<WorkerCtx>, t0: Instant, window_start: Instant, end: In
         lag: histogram(),
         failed: 0,
         errors: BTreeMap::new(),
+        first_refusal: None,
     }));
     let sc = &ctx.shared.scenario;
     let pools: Rc<Vec<Pool>> = Rc::new(
@@ -123,7 +126,10 @@ async fn send_one(
                 sent.lag.saturating_record(lag.max(1));
             }
         }
-        Err(kind) => {
+        Err((kind, answer)) => {
+            if sent.first_refusal.is_none() {
+                sent.first_refusal = answer;
+            }
             *sent.errors.entry(kind).or_default() += 1;
             ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
             if counted {
@@ -133,14 +139,15 @@ async fn send_one(
     }
 }
 
-/// POSTs one message; its id and send lag, or the kind of error.
+/// POSTs one message; its id and send lag, or the kind of error (and the server's
+/// answer when it refused the message).
 async fn post(
     ctx: &WorkerCtx,
     pool: &Pool,
     sender: usize,
     target: usize,
     due: Instant,
-) -> Result<(u64, u64), &'static str> {
+) -> Result<(u64, u64), (&'static str, Option<String>)> {
     let sh = &ctx.shared;
     // A server closes keep-alive connections left idle (the lab after
     // `--idle-timeout-ms`); hyper has seen that close, and such a connection is
@@ -150,7 +157,7 @@ async fn post(
         Some(http) => http,
         None => Http::open(&sh.targets[target], None, Default::default())
             .await
-            .map_err(|e| e.kind())?,
+            .map_err(|e| (e.kind(), None))?,
     };
     let sent_us = sh.clock.now_us();
     let lag = sent_us.saturating_sub(sh.clock.at_us(due.into_std()));
@@ -159,12 +166,16 @@ async fn post(
     let path = format!("/rooms/{}/messages", sh.scenario.room);
     let (status, answer) = tokio::time::timeout(POST_TIMEOUT, http.post_json(&path, body))
         .await
-        .map_err(|_| ClientError::Timeout.kind())?
-        .map_err(|e| e.kind())?;
+        .map_err(|_| (ClientError::Timeout.kind(), None))?
+        .map_err(|e| (e.kind(), None))?;
     pool.idle.borrow_mut().push(http);
     if status != StatusCode::CREATED {
-        return Err(ClientError::status(status.as_u16(), &path).kind());
+        let said = format!("{status} {}", String::from_utf8_lossy(&answer).trim());
+        return Err((
+            ClientError::status(status.as_u16(), &path).kind(),
+            Some(said),
+        ));
     }
-    let posted: Posted = serde_json::from_slice(&answer).map_err(|_| "protocol")?;
+    let posted: Posted = serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;
     Ok((posted.id, lag))
 }

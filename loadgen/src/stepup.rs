@@ -25,6 +25,7 @@ use crate::sweep::record::Record;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadgen step-up",
+    bin_name = "loadgen step-up",
     about = "Add clients in steps until the p95 broadcast latency passes a limit; the highest client count per transport",
     after_help = "See docs/sweep.md. Each step runs against a fresh child lab server."
 )]
@@ -32,6 +33,7 @@ pub struct StepUpArgs {
     /// Folder name under --out [default: step-up-<unix time>].
     #[arg(long)]
     pub name: Option<String>,
+    /// Where the step-up folder goes.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
     /// Transports (short polling is left out by default: its p95 is 95% of its interval at any load).
@@ -67,6 +69,7 @@ pub struct StepUpArgs {
     /// Extra argument for each child `lab` (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// No progress bars, one line per step.
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -139,6 +142,13 @@ impl Stop {
 
 /// Runs the steps for every mode; the folder with `step-up.csv` and `step-up.md`.
 pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
+    // "The highest count that passed" reads the steps in order.
+    let climbing = a.steps.first().is_some_and(|&s| s > 0) && a.steps.is_sorted_by(|x, y| x < y);
+    if !climbing {
+        return Err(LoadgenError::BadFlag(
+            "--steps must be client counts of at least 1, each larger than the one before".into(),
+        ));
+    }
     let name = a
         .name
         .clone()
@@ -228,7 +238,8 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
         crate::sweep::record::csv(&records),
     )?;
     write(&dir.join("step-up.md"), text.clone())?;
-    print!("{text}");
+    // Written to files above; a closed standard output loses nothing.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     Ok(dir)
 }
 

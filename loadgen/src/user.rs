@@ -16,6 +16,9 @@ use crate::transport::{Received, Receiver, Sub};
 use crate::wire::{self, Msg};
 use crate::worker::WorkerCtx;
 
+/// How long a user waits before asking a server that refused it again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Who a user is and when it runs.
 #[derive(Debug, Clone)]
 pub struct UserPlan {
@@ -108,6 +111,8 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     let deadline = tokio::time::sleep_until(far);
     tokio::pin!(deadline);
     let mut armed = None;
+    // Receives that failed in a row.
+    let mut failures = 0u32;
 
     'run: loop {
         if stop.end.is_none() {
@@ -129,7 +134,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                 Ok(rx) => receiver.insert(rx),
                 Err(e) => {
                     user.error(e.kind());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
             },
@@ -166,10 +171,20 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             }
         };
         match got {
-            Ok(received) => user.feed(received),
+            Ok(received) => {
+                failures = 0;
+                user.feed(received);
+            }
             Err(e) => {
                 user.error(e.kind());
                 receiver = None;
+                // A broken stream is resumed at once; a server that keeps refusing
+                // (an error status, a connection closed before anything came) is
+                // asked again only after a pause, not thousands of times a second.
+                failures += 1;
+                if failures > 1 || matches!(e, ClientError::Status { .. }) {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
         }
     }

@@ -66,7 +66,16 @@ async fn long_poll(
     let (batch, cursor) = queue
         .poll(params.after, limit, deadline, &state.shutdown)
         .await;
-    let body = common::poll_body(&batch.messages, cursor, batch.gap);
+    // An empty answer's `last_id` is the cursor, so that a message published while the
+    // answer is written is not skipped; but never beyond the room's newest id, which is
+    // what short polling answers: an `after` from before a restart, or any number,
+    // learns where "now" is instead of waiting past messages it will never be sent.
+    let last_id = if batch.messages.is_empty() {
+        cursor.min(room.newest())
+    } else {
+        cursor
+    };
+    let body = common::poll_body(&batch.messages, last_id, batch.gap);
     metrics.delivered(batch.messages.len(), body.len());
     Ok(common::json_response(StatusCode::OK, body))
 }

@@ -90,6 +90,33 @@ async fn after_re_asks_for_an_answer_lost_in_transit() {
 }
 
 #[tokio::test]
+async fn an_after_beyond_the_newest_id_answers_where_now_is() {
+    let server = TestServer::start().await;
+    for _ in 0..4 {
+        server.post("r", "u", "x").await;
+    }
+    // A client that comes back from a server that had got further (or restarted).
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&after=100&timeout_ms=0")
+        .await;
+    assert!(ids.is_empty());
+    assert_eq!(body["last_id"], 4, "{body}");
+    server.post("r", "u", "after the restart").await;
+    // Continuing with `after=last_id`, as the protocol says, it gets what came since.
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=c&after=4&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![5]);
+    // An empty answer to a client that is up to date still names its cursor.
+    let (ids, body) = server
+        .poll("/rooms/r/long-poll?client=c&timeout_ms=0")
+        .await;
+    assert!(ids.is_empty());
+    assert_eq!(body["last_id"], 5, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn limit_splits_a_full_queue_over_several_answers() {
     let server = TestServer::start().await;
     server

@@ -12,6 +12,7 @@ use super::plan::{Grid, Plan};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadgen sweep",
+    bin_name = "loadgen sweep",
     about = "Run modes x user counts x rates, each point repeated, and write results/<name>/ \
              with every run's JSON, a CSV summary and report.html",
     after_help = "See docs/sweep.md. Example:\n  loadgen sweep --name quick --users 10,100 --rates 10 --repeat 2 --duration 5s"

@@ -28,6 +28,21 @@ fn a_bad_flag_is_a_clear_error() {
     one_line_error(&out, "expected one of poll, long-poll, sse, ws, mixed, all");
     let out = loadgen(&["--target", "http://127.0.0.1:9", "--message-bytes", "4"]);
     one_line_error(&out, "--message-bytes must be at least 16");
+    // Settings under which nothing would be measured, or the server must refuse.
+    let target = ["--target", "http://127.0.0.1:9"];
+    for (flag, value, says) in [
+        ("--rate", "0", "--rate must be a number > 0"),
+        ("--senders", "0", "--senders must be at least 1"),
+        ("--duration", "0s", "--duration must be > 0"),
+        ("--long-poll-timeout", "61s", "at most 60s"),
+    ] {
+        let out = loadgen(&[target[0], target[1], flag, value]);
+        one_line_error(&out, says);
+    }
+    for steps in ["5,3", "0,5", "4,4"] {
+        let out = loadgen(&["step-up", "--steps", steps, "--out", "/nonexistent"]);
+        one_line_error(&out, "--steps must be client counts");
+    }
 }
 
 #[test]

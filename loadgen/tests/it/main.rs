@@ -7,6 +7,7 @@ mod churn;
 mod cli;
 mod modes;
 mod observer;
+mod refused;
 mod schema;
 mod sweep;
 mod transports;

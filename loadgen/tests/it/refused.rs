@@ -1,0 +1,38 @@
+//! A server that refuses: a user it keeps refusing asks again after a pause, not in a
+//! tight loop, and a run in which it accepted no message is an error, not a table of
+//! zeros.
+
+use loadgen::Mix;
+
+use crate::common::{Server, short, transport};
+
+#[test]
+fn a_user_the_server_keeps_refusing_asks_again_after_a_pause() {
+    let server = Server::with(lab::Config {
+        max_clients_per_room: 1,
+        ..lab::Config::default()
+    });
+    let sc = short(Mix::Only(transport("long-poll")), 3, "refused-users");
+    let rows = server.run(&sc);
+    let row = &rows[0];
+    // Two of the three users are refused (429) for the whole run, about 2 s: with a
+    // 100 ms pause that is some 40 refusals, without one tens of thousands.
+    let refused = row.errors.get("status").copied().unwrap_or(0);
+    assert!((4..=200).contains(&refused), "{:?}", row.errors);
+    // The user that got in was served.
+    assert!(row.deliveries.received > 0, "{:?}", row.deliveries);
+}
+
+#[test]
+fn a_run_in_which_every_message_is_refused_is_an_error() {
+    let server = Server::with(lab::Config {
+        max_message_bytes: 16,
+        ..lab::Config::default()
+    });
+    let mut sc = short(Mix::Only(transport("sse")), 2, "refused-sends");
+    sc.message_bytes = 64;
+    let err = loadgen::run(std::slice::from_ref(&server.target), &sc).unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("accepted none of the"), "{err}");
+    assert!(err.contains("413"), "{err}");
+}
