@@ -138,6 +138,11 @@ impl Rooms {
         &self.limits
     }
 
+    /// The room called `name`, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.read().unwrap().get(name).cloned()
+    }
+
     /// The room called `name`, created if it is new and `--max-rooms` allows.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RoomError> {
         if let Some(room) = self.rooms.read().unwrap().get(name) {

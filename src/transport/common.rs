@@ -70,12 +70,6 @@ pub fn publish(state: &Shared, room: &Room, draft: &Draft) -> Arc<Published> {
     message
 }
 
-/// The checked room, created on first use.
-pub fn room(state: &Shared, name: &str) -> Result<Arc<Room>, ApiError> {
-    check_room(name)?;
-    Ok(state.rooms.get_or_create(name)?)
-}
-
 /// The `{room}` of a path, undecoded bytes that are not UTF-8 refused with a JSON 400
 /// like any other bad room name (axum's own rejection is plain text).
 pub struct RoomName(pub String);

@@ -217,6 +217,11 @@ fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
     match inner.downcast_ref::<tungstenite::Error>()? {
         tungstenite::Error::Capacity(_) => Some((close_code::SIZE, "frame too large")),
         tungstenite::Error::Utf8(_) => Some((close_code::INVALID, "text frame is not valid UTF-8")),
+        // A peer that reset the connection cannot be told anything.
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => None,
+        // RFC 6455 7.4.1: a frame that breaks the framing rules (reserved bits or
+        // opcodes, an unmasked client frame, a fragmented or oversized control frame).
+        tungstenite::Error::Protocol(_) => Some((close_code::PROTOCOL, "WebSocket protocol error")),
         _ => None,
     }
 }

@@ -184,6 +184,11 @@ async fn a_refused_request_leaves_no_room_or_client_behind() {
         let response = server.http.get(server.url(path)).send().await.unwrap();
         expect_error(response, 503).await;
     }
+    // Reading a room nobody has written to answers empty and makes nothing, so typos
+    // cannot use up --max-rooms.
+    let (status, body) = server.get_json("/rooms/a/messages?after=5").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"messages": [], "last_id": 0}));
     // Nor does a refused message.
     let refused = server
         .http

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 use crate::common::*;
 
@@ -104,6 +104,25 @@ async fn invalid_utf8_closes_with_1007() {
     let frame = Frame::message(vec![0xff, 0xfe, 0x7b], OpCode::Data(Data::Text), true);
     ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Invalid);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_that_breaks_the_framing_rules_closes_with_1002() {
+    let server = TestServer::start().await;
+    let reserved = Frame::message(vec![b'x'], OpCode::Data(Data::Reserved(3)), true);
+    let header = FrameHeader {
+        rsv1: true,
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let reserved_bit = Frame::from_payload(header, vec![b'x'].into());
+    for frame in [reserved, reserved_bit] {
+        let mut ws = server.ws("/rooms/r/ws?user=u").await;
+        ws.send(Message::Frame(frame)).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, CloseCode::Protocol);
+    }
+    assert_eq!(server.post("r", "u", "still here").await, 1);
     server.stop().await;
 }
 
