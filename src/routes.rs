@@ -121,6 +121,7 @@ fn newest_json(dir: &std::path::Path) -> Option<Vec<u8>> {
         .ok()?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max()?;
     std::fs::read(newest.1).ok()

@@ -66,12 +66,10 @@ pub enum LoadgenError {
     Server(String),
     #[error("worker thread: {0}")]
     Worker(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    // The OS error is part of the message, not a source as well: printed with its
+    // chain (`{:#}`), it would be said twice.
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -79,6 +77,6 @@ pub enum LoadgenError {
 impl LoadgenError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> LoadgenError {
         let context = context.into();
-        move |source| LoadgenError::Io { context, source }
+        move |error| LoadgenError::Io { context, error }
     }
 }

@@ -20,6 +20,9 @@ async fn the_newest_results_file_is_served_and_none_is_204() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(dir.join("new.json"), r#"{"runs":[],"name":"new"}"#).unwrap();
     std::fs::write(dir.join("notes.txt"), "not a run").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // A folder whose name ends in .json is not a run, however new.
+    std::fs::create_dir_all(dir.join("sweep.json")).unwrap();
     let (status, body) = server.get_json("/api/results/latest").await;
     assert_eq!(status, 200);
     assert_eq!(body["name"], "new");
