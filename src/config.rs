@@ -1,8 +1,8 @@
 //! The server's configuration: every limit is a flag with a `LAB_*` environment
 //! variable and a default that suits a laptop demo and a 10,000-connection run alike.
 //! Every count and period must be at least 1: a zero would not mean "unlimited" or
-//! "off" but a server that refuses everything, spins or panics, so it is refused at
-//! start.
+//! "off" but a server that refuses everything, spins, panics or (`--history 0`) never
+//! answers a poll with a message, so it is refused at start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

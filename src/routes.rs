@@ -120,9 +120,13 @@ fn newest_json(dir: &std::path::Path) -> Option<Vec<u8>> {
     let newest = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .map(|e| e.path())
+        .filter(|path| path.extension().is_some_and(|x| x == "json"))
+        // Through symlinks: a linked run file is a run; a folder is not.
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            meta.is_file().then_some((meta.modified().ok()?, path))
+        })
         .max()?;
     std::fs::read(newest.1).ok()
 }

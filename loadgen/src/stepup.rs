@@ -58,6 +58,7 @@ pub struct StepUpArgs {
     /// Counted window per step.
     #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub duration: std::time::Duration,
+    /// Warm-up per step, not counted.
     #[arg(long, default_value = "2s", value_parser = crate::cli::parse_duration)]
     pub warmup: std::time::Duration,
     /// Clients started per second.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -21,11 +21,18 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 25_000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 pub fn routes() -> Router<AppState> {
-    // A HEAD would take the client's queued messages and throw the body away.
-    Router::new().route(
-        "/rooms/{room}/long-poll",
-        get(long_poll).head(crate::routes::method_not_allowed),
-    )
+    Router::new().route("/rooms/{room}/long-poll", get(long_poll).head(head))
+}
+
+/// A HEAD would take the client's queued messages and throw the body away.
+async fn head() -> Response {
+    let mut refused =
+        ApiError::MethodNotAllowed("HEAD would take the client's messages; use GET".into())
+            .into_response();
+    refused
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    refused
 }
 
 #[derive(Deserialize)]
@@ -60,21 +67,23 @@ async fn long_poll(
     let _slot = state.connections.acquire(&metrics.open_connections)?;
     let room = state.rooms.get_or_create(&room)?;
     let queue = room.client(&client)?;
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    // An `after` beyond the newest id (a client back from before a restart, or one
+    // asking where "now" is) is answered at once with the newest id, as a short poll
+    // answers it. Held, it would pass over every message up to `after`; answered with
+    // the newest id read before the poll, a message published meanwhile has a higher
+    // id and is served by the client's next poll from `after=last_id`.
+    let newest = room.newest();
+    let beyond = params.after.is_some_and(|after| after > newest);
+    let wait = if beyond { 0 } else { timeout_ms };
+    let deadline = Instant::now() + Duration::from_millis(wait);
 
     // A held poll is answered, empty, when the server stops.
     let (batch, cursor) = queue
         .poll(params.after, limit, deadline, &state.shutdown)
         .await;
-    // An empty answer's `last_id` is the cursor, so that a message published while the
-    // answer is written is not skipped; but never beyond the room's newest id, which is
-    // what short polling answers: an `after` from before a restart, or any number,
-    // learns where "now" is instead of waiting past messages it will never be sent.
-    let last_id = if batch.messages.is_empty() {
-        cursor.min(room.newest())
-    } else {
-        cursor
-    };
+    // Otherwise an empty answer's `last_id` is the cursor, so that a message published
+    // while the answer is written is not skipped.
+    let last_id = if beyond { newest } else { cursor };
     let body = common::poll_body(&batch.messages, last_id, batch.gap);
     metrics.delivered(batch.messages.len(), body.len());
     Ok(common::json_response(StatusCode::OK, body))
