@@ -1,8 +1,8 @@
 //! HTTP/1.1 connections. Plain GET and POST requests (every poll, long poll, SSE
 //! stream and posted message) are served by a lean loop that holds no buffer while it
 //! waits; anything else (WebSocket upgrades, chunked or expected bodies, other methods,
-//! HTTP/1.0, malformed heads) is handed, with the bytes read so far, to hyper, which
-//! serves the rest of that connection.
+//! HTTP/1.0, long heads) is handed, with the bytes read so far, to hyper, which serves
+//! the rest of that connection. A head no server could read gets a JSON 400 here.
 //!
 //! hyper keeps an 8 KiB read buffer (reserved again while it waits for the next
 //! request) and an 8 KiB header buffer for the whole life of a connection. At ten
@@ -189,7 +189,12 @@ impl Connection {
                     Ok(None) if self.buf.len() < MAX_HEAD => {
                         deadline.get_or_insert_with(|| Instant::now() + self.timeouts.read);
                     }
-                    Ok(None) | Err(request::NotLean) => return Ok(Err(Next::Hyper)),
+                    Ok(None) | Err(request::NotLean::Other) => return Ok(Err(Next::Hyper)),
+                    Err(request::NotLean::Malformed(why)) => {
+                        let answer = response::malformed(why);
+                        let _ = within(self.timeouts.write, self.stream.write_all(&answer)).await;
+                        return Ok(Err(Next::Close));
+                    }
                 }
             }
             let wait = match *deadline {

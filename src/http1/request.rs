@@ -39,74 +39,90 @@ impl Head {
     }
 }
 
-/// Anything but a plain HTTP/1.1 GET or POST with at most [`MAX_BODY`] bytes of
-/// `Content-Length` body: upgrades, chunked or expected bodies, other methods and
-/// versions, malformed heads. hyper serves these, with its full rules and errors.
-#[derive(Debug)]
-pub struct NotLean;
+/// A head the lean path does not serve.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotLean {
+    /// Anything but a plain HTTP/1.1 GET or POST with at most [`MAX_BODY`] bytes of
+    /// `Content-Length` body: upgrades, chunked or expected bodies, other methods and
+    /// versions, more header lines. hyper serves these, with its full rules.
+    Other,
+    /// Not a request any HTTP/1.1 server could read (hyper, with the same parser,
+    /// would refuse it too, with an empty 400): answered here with a JSON 400.
+    Malformed(&'static str),
+}
 
 /// The head at the start of `bytes`; `None` while it is not all there yet.
 pub fn parse(bytes: &[u8]) -> Result<Option<Head>, NotLean> {
     let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut lines);
     match request.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => build(&request, len).map(Some).ok_or(NotLean),
+        Ok(httparse::Status::Complete(len)) => build(&request, len).map(Some),
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(NotLean),
+        // More lines than the lean path keeps: hyper takes more.
+        Err(httparse::Error::TooManyHeaders) => Err(NotLean::Other),
+        Err(_) => Err(NotLean::Malformed("malformed request head")),
     }
 }
 
-fn build(request: &httparse::Request<'_, '_>, len: usize) -> Option<Head> {
+fn build(request: &httparse::Request<'_, '_>, len: usize) -> Result<Head, NotLean> {
+    use NotLean::{Malformed, Other};
     if request.version != Some(1) {
-        return None;
+        return Err(Other);
     }
-    let method = match request.method? {
+    let method = match request.method.ok_or(Other)? {
         "GET" => Method::GET,
         "POST" => Method::POST,
-        _ => return None,
+        _ => return Err(Other),
     };
-    let path = request.path?;
+    let path = request.path.ok_or(Other)?;
     if !path.starts_with('/') {
-        return None;
+        return Err(Other);
     }
-    let uri = Uri::try_from(path).ok()?;
+    let uri = Uri::try_from(path).map_err(|_| Other)?;
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     let mut body_len = None;
     let mut close = false;
     for line in request.headers.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(line.value).ok()?;
+        let name = HeaderName::from_bytes(line.name.as_bytes()).map_err(|_| Other)?;
+        let value = HeaderValue::from_bytes(line.value).map_err(|_| Other)?;
         if name == axum::http::header::TRANSFER_ENCODING
             || name == axum::http::header::EXPECT
             || name == axum::http::header::UPGRADE
         {
-            return None;
+            return Err(Other);
         }
         if name == axum::http::header::CONTENT_LENGTH {
             // Digits only, as HTTP defines it (Rust's parser would also take "+5"):
             // the lean path and hyper must agree on where every request ends.
             let digits = value.as_bytes();
             if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                return None;
+                return Err(Malformed("Content-Length is not a number"));
             }
-            let n: usize = value.to_str().ok()?.parse().ok()?;
-            if body_len.is_some_and(|m| m != n) || n > MAX_BODY {
-                return None;
+            let n: usize = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(Malformed("Content-Length is not a number"))?;
+            if body_len.is_some_and(|m| m != n) {
+                return Err(Malformed("two different Content-Lengths"));
+            }
+            if n > MAX_BODY {
+                return Err(Other);
             }
             body_len = Some(n);
         }
         if name == axum::http::header::CONNECTION {
-            for token in value.to_str().ok()?.split(',') {
+            for token in value.to_str().map_err(|_| Other)?.split(',') {
                 let token = token.trim();
                 if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
+                    return Err(Other);
                 }
                 close |= token.eq_ignore_ascii_case("close");
             }
         }
         headers.append(name, value);
     }
-    Some(Head {
+    Ok(Head {
         method,
         uri,
         headers,
@@ -124,12 +140,16 @@ mod tests {
         match parse(text.as_bytes()) {
             Ok(Some(head)) => head,
             Ok(None) => panic!("partial: {text:?}"),
-            Err(NotLean) => panic!("other: {text:?}"),
+            Err(e) => panic!("{e:?}: {text:?}"),
         }
     }
 
     fn is_other(text: &str) -> bool {
-        parse(text.as_bytes()).is_err()
+        parse(text.as_bytes()).err() == Some(NotLean::Other)
+    }
+
+    fn is_malformed(text: &str) -> bool {
+        matches!(parse(text.as_bytes()), Err(NotLean::Malformed(_)))
     }
 
     #[test]
@@ -172,22 +192,31 @@ mod tests {
             "POST /m HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
         ));
         assert!(is_other(
-            "POST /m HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
-        ));
-        assert!(is_other(
             "POST /m HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
         ));
-        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: five\r\n\r\n"));
-        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: +5\r\n\r\n"));
-        assert!(is_other("POST /m HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n"));
         assert!(is_other("HEAD / HTTP/1.1\r\n\r\n"));
         assert!(is_other("DELETE /rooms/a/messages HTTP/1.1\r\n\r\n"));
         assert!(is_other("GET / HTTP/1.0\r\n\r\n"));
         assert!(is_other("GET http://x/ HTTP/1.1\r\n\r\n"));
-        assert!(is_other("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
         let many: String = (0..MAX_HEADERS + 1)
             .map(|i| format!("x-{i}: y\r\n"))
             .collect();
         assert!(is_other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
+    }
+
+    #[test]
+    fn a_head_no_server_could_read_is_malformed() {
+        for text in [
+            "POST /m HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST /m HTTP/1.1\r\nContent-Length: five\r\n\r\n",
+            "POST /m HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST /m HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+            "GET / HTTP/9.9\r\n\r\n",
+        ] {
+            assert!(is_malformed(text), "{text:?}");
+        }
     }
 }

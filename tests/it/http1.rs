@@ -220,11 +220,25 @@ async fn requests_the_lean_path_does_not_serve_are_answered_by_hyper() {
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("2"));
 
-    // A malformed head is 400; a long head (past the lean path's 16 KiB) is still
-    // served. The server serves on.
-    let mut conn = connect(&server).await;
-    send(&mut conn, "GET / HTTP/1.1\r\nno colon here\r\n\r\n").await;
-    assert_eq!(answer(&mut conn).await.status, 400);
+    // A head no server could read is a JSON 400 and the connection is closed; a long
+    // head (past the lean path's 16 KiB) is still served. The server serves on.
+    for malformed in [
+        "GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "POST /rooms/r/messages HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        "POST /rooms/r/messages HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    ] {
+        let mut conn = connect(&server).await;
+        send(&mut conn, malformed).await;
+        let refused = answer(&mut conn).await;
+        assert_eq!(refused.status, 400, "{malformed:?}");
+        let error: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+        assert!(error["error"].is_string(), "{}", refused.body);
+        assert!(
+            closed(&mut conn).await,
+            "{malformed:?} left the connection open"
+        );
+    }
     let mut conn = connect(&server).await;
     let big = "x".repeat(20_000);
     send(
