@@ -62,6 +62,8 @@ pub enum LoadgenError {
     NotLab { target: String, reason: String },
     #[error("nothing was measured: {0}")]
     NothingMeasured(String),
+    #[error("{0}")]
+    SomeRunsFailed(String),
     #[error("server process: {0}")]
     Server(String),
     #[error("worker thread: {0}")]

@@ -97,6 +97,9 @@ pub fn validate(sc: &Scenario) -> Result<(), LoadgenError> {
     if sc.duration.is_zero() {
         return bad("--duration must be > 0");
     }
+    if sc.rate * sc.duration.as_secs_f64() < 1.0 {
+        return bad("--rate x --duration must give at least one message in the counted window");
+    }
     if sc.long_poll_timeout.is_zero() || sc.long_poll_timeout > MAX_LONG_POLL_TIMEOUT {
         return bad("--long-poll-timeout must be > 0 and at most 60s (the protocol's limit)");
     }
@@ -272,8 +275,13 @@ fn refused_everything(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
         .map(Vec::len)
         .sum();
     let refused: u64 = reports.iter().map(|r| r.sent.failed).sum();
-    if accepted > 0 || refused == 0 {
+    if accepted > 0 {
         return Ok(());
+    }
+    if refused == 0 {
+        return Err(LoadgenError::NothingMeasured(
+            "no message was due in the counted window".into(),
+        ));
     }
     let mut kinds = std::collections::BTreeMap::new();
     for (kind, n) in reports.iter().flat_map(|r| &r.sent.errors) {

@@ -45,8 +45,8 @@ impl Summary {
     }
 }
 
-/// A histogram in HdrHistogram's V2 serialized form, base64 (as `HistogramLogWriter`
-/// writes it, uncompressed), for merging and re-plotting runs later.
+/// A histogram in HdrHistogram's V2 serialized form, uncompressed (`V2Serializer`), in
+/// base64, for merging and re-plotting runs later.
 pub fn to_base64(h: &Histogram<u64>) -> String {
     let mut buf = Vec::new();
     V2Serializer::new()
@@ -78,6 +78,10 @@ pub struct TransportStats {
     pub connections: u64,
     pub reconnects: u64,
     pub bytes_received: u64,
+    /// Bytes of poll answers, received in the counted window, that carried messages
+    /// due before it (a short poll's first answer holds up to an interval of them):
+    /// taken off `bytes_received`, which is divided by counted deliveries.
+    pub bytes_before_window: u64,
     pub errors: BTreeMap<&'static str, u64>,
 }
 
@@ -92,6 +96,7 @@ impl Default for TransportStats {
             connections: 0,
             reconnects: 0,
             bytes_received: 0,
+            bytes_before_window: 0,
             errors: BTreeMap::new(),
         }
     }
@@ -113,6 +118,7 @@ impl TransportStats {
         self.connections += o.connections;
         self.reconnects += o.reconnects;
         self.bytes_received += o.bytes_received;
+        self.bytes_before_window += o.bytes_before_window;
         for (k, v) in &o.errors {
             *self.errors.entry(k).or_default() += v;
         }

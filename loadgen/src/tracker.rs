@@ -66,8 +66,8 @@ impl Tracker {
         self.last
     }
 
-    /// Records one delivery of `id`.
-    pub fn see(&mut self, id: u64) {
+    /// Records one delivery of `id`; whether it was the first delivery of that id.
+    pub fn see(&mut self, id: u64) -> bool {
         if id == self.last + 1 {
             self.run_start.get_or_insert(id);
             self.last = id;
@@ -88,7 +88,9 @@ impl Tracker {
             self.out_of_order.push(id);
         } else {
             self.duplicated.push(id);
+            return false;
         }
+        true
     }
 
     /// Every run of ids received in order or ahead, in order.
@@ -138,8 +140,21 @@ mod tests {
 
     fn seen(after: u64, ids: &[u64]) -> Tracker {
         let mut t = Tracker::starting_after(after);
-        ids.iter().for_each(|&i| t.see(i));
+        for &i in ids {
+            t.see(i);
+        }
         t
+    }
+
+    #[test]
+    fn see_tells_a_first_delivery_from_a_repeat() {
+        let mut t = Tracker::starting_after(5);
+        assert!(!t.see(5), "at or below the start is not owed");
+        assert!(t.see(6));
+        assert!(t.see(9), "ahead");
+        assert!(t.see(7), "late, not a repeat");
+        assert!(!t.see(7));
+        assert!(!t.see(9));
     }
 
     #[test]

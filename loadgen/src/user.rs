@@ -133,7 +133,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             None => match user.subscribe::<R>(&plan, &sub, started).await {
                 Ok(rx) => receiver.insert(rx),
                 Err(e) => {
-                    user.error(e.kind());
+                    user.error(&e);
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
@@ -176,7 +176,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                 user.feed(received);
             }
             Err(e) => {
-                user.error(e.kind());
+                user.error(&e);
                 receiver = None;
                 // A broken stream is resumed at once; a server that keeps refusing
                 // (an error status, a connection closed before anything came) is
@@ -202,8 +202,14 @@ struct User<'a> {
 }
 
 impl User<'_> {
-    fn error(&self, kind: &'static str) {
-        self.ctx.stats.borrow_mut()[self.rec.transport].error(kind);
+    fn error(&self, e: &ClientError) {
+        let mut stats = self.ctx.stats.borrow_mut();
+        let stats = &mut stats[self.rec.transport];
+        // A refusal is an answered request like any other.
+        if matches!(e, ClientError::Status { .. }) {
+            stats.requests += 1;
+        }
+        stats.error(e.kind());
         self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -249,7 +255,7 @@ impl User<'_> {
             Err(e) => Err(e),
         };
         let end = newest.unwrap_or_else(|e| {
-            self.error(e.kind());
+            self.error(&e);
             self.rec.tracker.last()
         });
         self.rec.end = Some(end);
@@ -268,21 +274,29 @@ impl User<'_> {
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[self.rec.transport];
         let mut delivered = 0;
+        // Messages due before the counted window, when this arrived within it.
+        let mut early = 0;
+        let end = self.rec.end;
         let mut deliver = |m: &Msg| {
             let Some(id) = m.id else { return };
-            self.rec.tracker.see(id);
+            let fresh = self.rec.tracker.see(id);
             self.cursor = self.cursor.max(id);
             delivered += 1;
-            if let Some(sent) = m.client_ts {
-                let due = sent.saturating_sub(m.lag.unwrap_or(0));
-                if due >= window.0 && due < window.1 {
-                    stats
-                        .latency
-                        .saturating_record(now.saturating_sub(sent).max(1));
-                    stats
-                        .latency_from_due
-                        .saturating_record(now.saturating_sub(due).max(1));
-                }
+            let Some(sent) = m.client_ts else { return };
+            let due = sent.saturating_sub(m.lag.unwrap_or(0));
+            if due < window.0 && now >= window.0 {
+                early += 1;
+            }
+            // A latency for each counted delivery only: not for a duplicate, nor for
+            // what a user that left receives beyond the last id it was owed.
+            let owed = fresh && end.is_none_or(|end| id <= end);
+            if owed && due >= window.0 && due < window.1 {
+                stats
+                    .latency
+                    .saturating_record(now.saturating_sub(sent).max(1));
+                stats
+                    .latency_from_due
+                    .saturating_record(now.saturating_sub(due).max(1));
             }
         };
         let mut kind = None;
@@ -293,6 +307,11 @@ impl User<'_> {
                 Ok(p) => {
                     self.cursor = self.cursor.max(p.last_id);
                     stats.requests += 1;
+                    // Their share of the answer is not part of what the counted
+                    // deliveries cost (messages are alike in size).
+                    if early > 0 {
+                        stats.bytes_before_window += (body.len() * early / p.count) as u64;
+                    }
                     if p.count == 0 {
                         stats.empty += 1;
                     }

@@ -169,7 +169,7 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
     for (s, (b, a)) in stats.iter_mut().zip(before.iter().zip(after)) {
         s.requests = a.requests - b.requests;
         s.empty = a.empty - b.empty;
-        s.bytes_received = a.bytes - b.bytes;
+        s.bytes_received = (a.bytes - b.bytes).saturating_sub(s.bytes_before_window);
     }
     WorkerReport {
         stats,

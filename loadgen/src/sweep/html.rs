@@ -91,10 +91,12 @@ td:first-child,th:first-child{text-align:left}small{color:#777}.flag{background:
 .charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #eee}.verdict li{margin:.4em 0}code{font-size:12px}";
 
 /// The report page and the charts in it as separate SVG files: (stem, svg).
+/// `failures`: one line per run that failed (failures.txt), said before the verdict.
 pub fn render(
     all: &[PointRuns],
     meta: &Meta,
     scenario_toml: &str,
+    failures: &[String],
 ) -> (String, Vec<(String, String)>) {
     let modes = points::modes(all);
     let rates = points::rates(all);
@@ -104,6 +106,9 @@ pub fn render(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Transport sweep</title><style>{STYLE}</style></head><body>\
          <h1>Which transport, at which scale?</h1><h2>Verdict</h2><ul class=\"verdict\">"
     );
+    if let Some(said) = failed(failures) {
+        let _ = write!(h, "<li class=\"bad\">{}</li>", esc(&said));
+    }
     for s in verdict::verdict(all, &rates) {
         let _ = write!(h, "<li>{}</li>", esc(&s));
     }
@@ -274,9 +279,23 @@ pub fn points_csv(all: &[PointRuns]) -> String {
 }
 
 /// `summary.md`: the verdict and a table of medians, for a README.
-pub fn summary_markdown(all: &[PointRuns]) -> String {
+/// The sentence that says which runs failed and are missing from every figure.
+fn failed(failures: &[String]) -> Option<String> {
+    let first = failures.first()?;
+    Some(format!(
+        "{} run{} failed and {} left out of every figure below (failures.txt); the first: {first}",
+        failures.len(),
+        if failures.len() == 1 { "" } else { "s" },
+        if failures.len() == 1 { "is" } else { "are" },
+    ))
+}
+
+pub fn summary_markdown(all: &[PointRuns], failures: &[String]) -> String {
     let rates = points::rates(all);
     let mut out = String::new();
+    if let Some(said) = failed(failures) {
+        let _ = writeln!(out, "- **{said}**");
+    }
     for s in verdict::verdict(all, &rates) {
         let _ = writeln!(out, "- {s}");
     }

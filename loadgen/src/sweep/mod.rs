@@ -40,8 +40,11 @@ pub fn write_report(dir: &Path) -> Result<(), LoadgenError> {
     let records = record::parse_csv(&read(&dir.join("summary.csv"))?)?;
     let meta: meta::Meta = serde_json::from_str(&read(&dir.join("meta.json"))?)?;
     let scenario = read(&dir.join("scenario.toml")).unwrap_or_default();
+    let failures: Vec<String> = read(&dir.join("failures.txt"))
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default();
     let all = points::group(&records);
-    let (page, charts) = html::render(&all, &meta, &scenario);
+    let (page, charts) = html::render(&all, &meta, &scenario, &failures);
     let charts_dir = dir.join("charts");
     std::fs::create_dir_all(&charts_dir).map_err(LoadgenError::io(format!(
         "creating {}",
@@ -57,6 +60,6 @@ pub fn write_report(dir: &Path) -> Result<(), LoadgenError> {
         std::fs::write(&path, text).map_err(LoadgenError::io(format!("writing {}", path.display())))
     };
     w("points.csv", html::points_csv(&all))?;
-    w("summary.md", html::summary_markdown(&all))?;
+    w("summary.md", html::summary_markdown(&all, &failures))?;
     w("report.html", page)
 }

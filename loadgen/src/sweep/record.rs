@@ -162,18 +162,33 @@ impl Record {
         self.per_delivery(self.bytes_received as f64)
     }
 
+    /// One transport's share of a mixed run: the processes' CPU and memory belong to
+    /// the whole room and cannot be split between its transports.
+    fn is_part(&self) -> bool {
+        self.mode.starts_with("mixed/")
+    }
+
     /// Server CPU milliseconds per 1,000 deliveries.
     pub fn server_cpu_ms_per_1k(&self) -> Option<f64> {
+        if self.is_part() {
+            return None;
+        }
         self.per_delivery(self.server_cpu_s? * 1e6)
     }
 
     /// Loadgen CPU milliseconds per 1,000 deliveries.
     pub fn loadgen_cpu_ms_per_1k(&self) -> Option<f64> {
+        if self.is_part() {
+            return None;
+        }
         self.per_delivery(self.loadgen_cpu_s * 1e6)
     }
 
     /// Server memory per connected user: growth over the empty server's, when known.
     pub fn server_bytes_per_user(&self) -> Option<f64> {
+        if self.is_part() {
+            return None;
+        }
         let end = self.server_rss_bytes?;
         let grown = end - self.server_rss_base_bytes.unwrap_or(0.0);
         (self.users > 0).then(|| grown.max(0.0) / self.users as f64)
@@ -346,6 +361,23 @@ mod tests {
             steal_pct: Some(1.25),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn a_transport_of_a_mixed_run_claims_no_share_of_the_processes() {
+        let whole = sample();
+        assert_eq!(whole.server_cpu_ms_per_1k(), Some(50.0));
+        assert_eq!(whole.loadgen_cpu_ms_per_1k(), Some(62.5));
+        assert_eq!(whole.server_bytes_per_user(), Some(20_000.0));
+        let part = Record {
+            mode: "mixed/ws".into(),
+            ..sample()
+        };
+        assert_eq!(part.server_cpu_ms_per_1k(), None);
+        assert_eq!(part.loadgen_cpu_ms_per_1k(), None);
+        assert_eq!(part.server_bytes_per_user(), None);
+        // What is the transport's own is still given.
+        assert_eq!(part.bytes_per_delivery(), Some(200.0));
     }
 
     #[test]

@@ -182,7 +182,22 @@ pub fn sweep(
     if !failures.is_empty() {
         write(&dir.join("failures.txt"), &(failures.join("\n") + "\n"))?;
     }
+    if records.is_empty() {
+        return Err(LoadgenError::NothingMeasured(format!(
+            "every run of the sweep failed ({}); the first: {}",
+            dir.join("failures.txt").display(),
+            failures.first().map_or("", String::as_str)
+        )));
+    }
     write_report(&dir)?;
+    if !failures.is_empty() {
+        return Err(LoadgenError::SomeRunsFailed(format!(
+            "{} of {total} runs failed ({}); {} covers the others and says so",
+            failures.len(),
+            dir.join("failures.txt").display(),
+            dir.join("report.html").display()
+        )));
+    }
     Ok(dir)
 }
 

@@ -28,6 +28,9 @@ fn a_user_added_and_removed_mid_run_is_accounted_for() {
             "{name}: {d:?}"
         );
         assert_eq!(d.received, d.expected, "{name}");
+        // One latency per counted delivery: none for what the leaving user still
+        // received beyond the last id it was owed.
+        assert_eq!(r.latency_us.count, d.received, "{name}");
         // The four whole-run users are owed every counted message; the fifth about
         // 0.6 s of the 1.5 s at 40/s (24), never all of them nor none.
         let extra = d.expected - 4 * r.messages.sent;

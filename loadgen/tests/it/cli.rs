@@ -35,6 +35,11 @@ fn a_bad_flag_is_a_clear_error() {
         ("--senders", "0", "--senders must be at least 1"),
         ("--duration", "0s", "--duration must be > 0"),
         ("--long-poll-timeout", "61s", "at most 60s"),
+        (
+            "--rate",
+            "0.02",
+            "at least one message in the counted window",
+        ),
     ] {
         let out = loadgen(&[target[0], target[1], flag, value]);
         one_line_error(&out, says);

@@ -20,6 +20,8 @@ fn a_user_the_server_keeps_refusing_asks_again_after_a_pause() {
     // thousands.
     let refused = row.errors.get("status").copied().unwrap_or(0);
     assert!((4..=400).contains(&refused), "{:?}", row.errors);
+    // A refusal is an answered request: counted in the requests per delivery.
+    assert!(row.requests.total >= refused, "{:?}", row.requests);
     // The user that got in was served.
     assert!(row.deliveries.received > 0, "{:?}", row.deliveries);
 }

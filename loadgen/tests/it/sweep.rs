@@ -135,3 +135,54 @@ fn a_step_up_stops_at_the_latency_limit_or_the_connection_ceiling() {
     assert!(md.contains("| ws | 0 | latency: p95"), "{md}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn a_sweep_with_a_failed_run_says_so_and_fails() {
+    // A room per run, and one for the sweep's probe of wire sizes: the second run
+    // finds the server's two rooms taken.
+    let server = Server::with(lab::Config {
+        max_rooms: 2,
+        ..lab::Config::default()
+    });
+    let out = scratch("sweep-failed");
+    let url = server.url();
+    let out_arg = out.to_str().unwrap();
+    let args = [
+        "sweep",
+        "--out",
+        out_arg,
+        "--name",
+        "failed",
+        "--target",
+        &url,
+        "--modes",
+        "ws",
+        "--users",
+        "2,3",
+        "--rates",
+        "20",
+        "--repeat",
+        "1",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--quiet",
+    ];
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(err.contains("1 of 2 runs failed"), "{err}");
+    let dir = out.join("failed");
+    assert!(read(&dir.join("failures.txt")).contains("ws-u3"));
+    let report = read(&dir.join("report.html"));
+    assert!(
+        report.contains("1 run failed and is left out"),
+        "the report hides it"
+    );
+    assert!(read(&dir.join("summary.md")).contains("1 run failed"));
+    let _ = std::fs::remove_dir_all(&out);
+}
