@@ -89,6 +89,15 @@ fn max_connections(server_args: &[String]) -> usize {
     found.unwrap_or(19_000)
 }
 
+/// Milliseconds with a decimal below 10, so that a limit of 0.5 ms is not "1 ms".
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// What ended a transport's climb.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stop {
@@ -122,7 +131,9 @@ pub fn judge(r: &Record, limit_ms: f64) -> Option<Stop> {
 impl Stop {
     pub fn describe(&self, limit_ms: f64) -> String {
         match self {
-            Stop::Latency { p95_ms } => format!("latency: p95 {p95_ms:.0} ms > {limit_ms:.0} ms"),
+            Stop::Latency { p95_ms } => {
+                format!("latency: p95 {} ms > {} ms", ms(*p95_ms), ms(limit_ms))
+            }
             Stop::Incomplete { lost, errors } => format!(
                 "deliveries: {lost} lost{}",
                 if errors.is_empty() {
@@ -134,8 +145,9 @@ impl Stop {
             Stop::Failed(e) => format!("run failed: {e}"),
             Stop::StepsRanOut => "nothing: every step passed (give larger --steps)".into(),
             Stop::FileLimit { ceiling } => format!(
-                "file limit, not latency: the next step would pass {ceiling} connections \
-                 (the server's --max-connections, just under its 20,000 open files)"
+                "file limit, not latency: the next step would pass the server's \
+                 --max-connections, {ceiling} (by default 19,000, just under the 20,000 open \
+                 files a process may hold)"
             ),
         }
     }
