@@ -26,66 +26,75 @@ pub struct Config {
     pub addr: SocketAddr,
 
     /// Largest message text, in bytes of UTF-8.
-    #[arg(long, env = "LAB_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "LAB_MAX_MESSAGE_BYTES", default_value_t = 4096, value_parser = at_least_one::<u32>())]
     pub max_message_bytes: u32,
 
     /// Messages kept per room for resume and refill.
-    #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000, value_parser = at_least_one::<usize>())]
     pub history: usize,
 
     /// Messages a live subscriber may fall behind before it is refilled from history.
-    #[arg(long, env = "LAB_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "LAB_QUEUE_CAPACITY", default_value_t = 1024, value_parser = at_least_one::<u32>())]
     pub queue_capacity: u32,
 
     /// A long-poll client's queue is dropped after this long without a poll.
-    #[arg(long, env = "LAB_CLIENT_IDLE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_CLIENT_IDLE_MS", default_value_t = 60_000, value_parser = at_least_one::<u64>())]
     pub client_idle_ms: u64,
 
     /// Open SSE streams, WebSockets and held long polls, all transports together.
-    #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000, value_parser = at_least_one::<usize>())]
     pub max_connections: usize,
 
     /// Rooms the server will create.
-    #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000, value_parser = at_least_one::<usize>())]
     pub max_rooms: usize,
 
     /// Long-poll client queues per room.
-    #[arg(long, env = "LAB_MAX_CLIENTS_PER_ROOM", default_value_t = 20_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LAB_MAX_CLIENTS_PER_ROOM", default_value_t = 20_000, value_parser = at_least_one::<usize>())]
     pub max_clients_per_room: usize,
 
     /// How often an idle SSE stream gets a `: keep-alive` comment.
-    #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000, value_parser = at_least_one::<u64>())]
     pub sse_keepalive_ms: u64,
 
     /// How often a WebSocket is pinged; one that has not answered by the next ping is closed.
-    #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000, value_parser = at_least_one::<u64>())]
     pub ws_ping_ms: u64,
 
     /// How long a write of an HTTP answer or SSE stream may make no progress before
     /// the connection is closed (a reader that stopped reading holds nothing longer).
-    #[arg(long, env = "LAB_WRITE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_WRITE_TIMEOUT_MS", default_value_t = 30_000, value_parser = at_least_one::<u64>())]
     pub write_timeout_ms: u64,
 
     /// How long a client has to send a whole request, head and body, counted from its
     /// first byte (a new connection's first request: from the accept). Late requests
     /// are answered 408 and their connection closed.
-    #[arg(long, env = "LAB_READ_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_READ_TIMEOUT_MS", default_value_t = 30_000, value_parser = at_least_one::<u64>())]
     pub read_timeout_ms: u64,
 
     /// How long a keep-alive connection may wait between two requests before it is
     /// closed (a client that went away without closing does not hold its socket for
     /// ever). A request in flight, a held long poll or an open stream is not idle.
-    #[arg(long, env = "LAB_IDLE_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "LAB_IDLE_TIMEOUT_MS", default_value_t = 120_000, value_parser = at_least_one::<u64>())]
     pub idle_timeout_ms: u64,
 
     /// Worker threads of the async runtime; 1 runs everything on one thread, which
     /// leaves the other core to a load generator on the same machine.
-    #[arg(long, env = "LAB_THREADS", default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "LAB_THREADS", default_value_t = 1, value_parser = at_least_one::<usize>())]
     pub threads: usize,
 
     /// Where the load generator writes its runs; the page shows the newest.
     #[arg(long, env = "LAB_RESULTS_DIR", default_value = "results/runs")]
     pub results_dir: PathBuf,
+}
+
+/// The parser of every count and period flag: a whole number, 1 or more.
+fn at_least_one<T>() -> RangedU64ValueParser<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<u64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    RangedU64ValueParser::new().range(1..)
 }
 
 impl Default for Config {

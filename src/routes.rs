@@ -1,8 +1,6 @@
 //! The routes every transport shares: sending a message, health, metrics, the page,
 //! the latest load-generator results, and JSON answers for unknown paths and methods.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::{Body, HttpBody, to_bytes};
 use axum::extract::State;
@@ -66,7 +64,7 @@ async fn send(
     // The lean HTTP/1 path has the whole body in memory by now, read within the read
     // timeout; a body it handed to hyper (chunked, or behind `Expect`) still streams in
     // and must arrive within the same time, or it would hold its connection for ever.
-    let read_timeout = Duration::from_millis(state.config.read_timeout_ms);
+    let read_timeout = state.config.timeouts().read;
     let bytes = match within(read_timeout, to_bytes(body, limit)).await {
         Some(read) => read.map_err(|_| too_large())?,
         None => {

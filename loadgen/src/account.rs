@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::LoadgenError;
 use crate::machine::MachineCpu;
 use crate::metrics::Snapshot;
 use crate::report::{Connections, LoadgenFigures, Messages, Requests, RunResult, ServerFigures};
@@ -11,6 +12,47 @@ use crate::stats::{Summary, TransportStats, histogram, to_base64};
 use crate::tracker::Tally;
 use crate::transport::TRANSPORTS;
 use crate::worker::{Shared, WorkerReport};
+
+/// The senders' errors of every worker, by kind.
+fn send_errors(reports: &[WorkerReport]) -> BTreeMap<&'static str, u64> {
+    let mut all = BTreeMap::new();
+    for (kind, n) in reports.iter().flat_map(|r| &r.sent.errors) {
+        *all.entry(*kind).or_default() += n;
+    }
+    all
+}
+
+/// A run in which the server accepted none of the counted messages measured nothing:
+/// an error naming why (with the server's first refusal), not a table of zeros.
+pub fn nothing_counted(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
+    let accepted: usize = reports
+        .iter()
+        .flat_map(|r| &r.sent.counted)
+        .map(Vec::len)
+        .sum();
+    let refused: u64 = reports.iter().map(|r| r.sent.failed).sum();
+    if accepted > 0 {
+        return Ok(());
+    }
+    if refused == 0 {
+        return Err(LoadgenError::NothingMeasured(
+            "no message was due in the counted window".into(),
+        ));
+    }
+    let kinds: Vec<String> = send_errors(reports)
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect();
+    let first = reports
+        .iter()
+        .find_map(|r| r.sent.first_refusal.as_deref())
+        .map_or(String::new(), |answer| format!("; it answered {answer}"));
+    Err(LoadgenError::NothingMeasured(format!(
+        "the server accepted none of the {refused} messages sent in the counted window \
+         (send errors: {}){first}",
+        kinds.join(", ")
+    )))
+}
 
 /// The rows of one run: its mode, and for a mixed run one per transport as well.
 pub fn rows(
@@ -27,7 +69,7 @@ pub fn rows(
     let mut finals = vec![0u64; targets];
     let mut lag = histogram();
     let mut failed = 0;
-    let mut send_errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let send_errors = send_errors(&reports);
     for r in &reports {
         for (all, s) in stats.iter_mut().zip(&r.stats) {
             all.merge(s);
@@ -38,9 +80,6 @@ pub fn rows(
         }
         lag.add(&r.sent.lag).expect("same bounds");
         failed += r.sent.failed;
-        for (k, v) in &r.sent.errors {
-            *send_errors.entry(k).or_default() += v;
-        }
     }
     counted.iter_mut().for_each(|c| c.sort_unstable());
 

@@ -23,7 +23,7 @@ use crate::target::{self, Target};
 use crate::transport::TRANSPORTS;
 use crate::user::UserPlan;
 use crate::wire::MIN_MESSAGE_BYTES;
-use crate::worker::{self, Shared, WorkerJob, WorkerReport};
+use crate::worker::{self, Shared, WorkerJob};
 
 /// Runs `fut` on a fresh single-threaded runtime with a `LocalSet`.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
@@ -250,7 +250,7 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         h.join()
             .map_err(|_| LoadgenError::Worker("a worker thread panicked".into()))?;
     }
-    refused_everything(&collected)?;
+    account::nothing_counted(&collected)?;
     let pairs: Vec<(Snapshot, Snapshot)> = before
         .into_iter()
         .zip(after)
@@ -264,37 +264,4 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         loadgen_cpu,
         machine_cpu,
     ))
-}
-
-/// A run in which the server accepted none of the counted messages measured nothing:
-/// an error naming why, not a table that says nothing was lost.
-fn refused_everything(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
-    let accepted: usize = reports
-        .iter()
-        .flat_map(|r| &r.sent.counted)
-        .map(Vec::len)
-        .sum();
-    let refused: u64 = reports.iter().map(|r| r.sent.failed).sum();
-    if accepted > 0 {
-        return Ok(());
-    }
-    if refused == 0 {
-        return Err(LoadgenError::NothingMeasured(
-            "no message was due in the counted window".into(),
-        ));
-    }
-    let mut kinds = std::collections::BTreeMap::new();
-    for (kind, n) in reports.iter().flat_map(|r| &r.sent.errors) {
-        *kinds.entry(*kind).or_insert(0) += n;
-    }
-    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
-    let first = reports
-        .iter()
-        .find_map(|r| r.sent.first_refusal.as_deref())
-        .map_or(String::new(), |answer| format!("; it answered {answer}"));
-    Err(LoadgenError::NothingMeasured(format!(
-        "the server accepted none of the {refused} messages sent in the counted window \
-         (send errors: {}){first}",
-        kinds.join(", ")
-    )))
 }

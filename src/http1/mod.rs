@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::HttpBody;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use hyper::server::conn::http1;
@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ApiError;
 use crate::time_limit::within;
 use response::Framing;
 
@@ -191,8 +192,13 @@ impl Connection {
                     }
                     Ok(None) | Err(request::NotLean::Other) => return Ok(Err(Next::Hyper)),
                     Err(request::NotLean::Malformed(why)) => {
-                        let answer = response::malformed(why);
-                        let _ = within(self.timeouts.write, self.stream.write_all(&answer)).await;
+                        let writer = Writer {
+                            stream: &mut self.stream,
+                            buf: &mut self.buf,
+                            timeout: self.timeouts.write,
+                        };
+                        let refused = ApiError::bad_request(why).into_response();
+                        let _ = writer.write_response(refused, true).await;
                         return Ok(Err(Next::Close));
                     }
                 }

@@ -93,18 +93,6 @@ pub fn encode_end(out: &mut Vec<u8>, framing: Framing) {
     }
 }
 
-/// The 400 for a head no HTTP/1.1 server could read, JSON like every error answer;
-/// the connection is closed after it, since where the next request starts is unknown.
-pub fn malformed(why: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": why }).to_string();
-    format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 thread_local! {
     /// The `Date` value, formatted once per second per thread.
     static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };

@@ -38,8 +38,11 @@ impl ClientQueue {
 
     /// One long poll: moves the cursor to `after` when given, then waits until the queue
     /// has something or `deadline` passes, and returns what is queued (at most `limit`).
-    /// Also returns the cursor after the answer: the `last_id` of an empty answer.
-    /// Answers empty at once when `stop` is cancelled.
+    /// Also returns the `last_id` of an empty answer: the cursor, so that a message
+    /// published while the answer is written is not skipped; but for an `after` beyond
+    /// the room's newest id (a client back from before a restart) the newest id, at
+    /// once, as a short poll answers it: held, such a poll would pass over every message
+    /// up to `after`. Answers empty at once when `stop` is cancelled.
     pub async fn poll(
         &self,
         after: Option<u64>,
@@ -52,6 +55,15 @@ impl ClientQueue {
         let mut subscription = self.subscription.lock().await;
         self.touch();
         if let Some(after) = after {
+            // The newest id is read only when the cursor moves, not on the usual poll
+            // that passes the id it was last given.
+            if after != subscription.cursor() {
+                let newest = subscription.room().newest();
+                if after > newest {
+                    subscription.seek(after);
+                    return (Batch::default(), newest);
+                }
+            }
             subscription.seek(after);
         }
         let batch = tokio::select! {

@@ -22,13 +22,11 @@ pub fn check_room(name: &str) -> Result<(), ApiError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "room must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
-        ))
-    }
+    if ok { Ok(()) } else { Err(bad_room()) }
+}
+
+fn bad_room() -> ApiError {
+    ApiError::bad_request("room must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")
 }
 
 /// 1 to 64 characters of UTF-8 with no control characters (users and client ids).
@@ -80,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomName {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(room)) => Ok(RoomName(room)),
-            Err(_) => Err(check_room("").unwrap_err()),
+            Err(_) => Err(bad_room()),
         }
     }
 }

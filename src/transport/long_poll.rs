@@ -67,23 +67,12 @@ async fn long_poll(
     let _slot = state.connections.acquire(&metrics.open_connections)?;
     let room = state.rooms.get_or_create(&room)?;
     let queue = room.client(&client)?;
-    // An `after` beyond the newest id (a client back from before a restart, or one
-    // asking where "now" is) is answered at once with the newest id, as a short poll
-    // answers it. Held, it would pass over every message up to `after`; answered with
-    // the newest id read before the poll, a message published meanwhile has a higher
-    // id and is served by the client's next poll from `after=last_id`.
-    let newest = room.newest();
-    let beyond = params.after.is_some_and(|after| after > newest);
-    let wait = if beyond { 0 } else { timeout_ms };
-    let deadline = Instant::now() + Duration::from_millis(wait);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
 
     // A held poll is answered, empty, when the server stops.
-    let (batch, cursor) = queue
+    let (batch, last_id) = queue
         .poll(params.after, limit, deadline, &state.shutdown)
         .await;
-    // Otherwise an empty answer's `last_id` is the cursor, so that a message published
-    // while the answer is written is not skipped.
-    let last_id = if beyond { newest } else { cursor };
     let body = common::poll_body(&batch.messages, last_id, batch.gap);
     metrics.delivered(batch.messages.len(), body.len());
     Ok(common::json_response(StatusCode::OK, body))

@@ -278,7 +278,6 @@ pub fn points_csv(all: &[PointRuns]) -> String {
     out
 }
 
-/// `summary.md`: the verdict and a table of medians, for a README.
 /// The sentence that says which runs failed and are missing from every figure.
 fn failed(failures: &[String]) -> Option<String> {
     let first = failures.first()?;
@@ -290,6 +289,7 @@ fn failed(failures: &[String]) -> Option<String> {
     ))
 }
 
+/// `summary.md`: the verdict and a table of medians, for a README.
 pub fn summary_markdown(all: &[PointRuns], failures: &[String]) -> String {
     let rates = points::rates(all);
     let mut out = String::new();

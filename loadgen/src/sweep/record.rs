@@ -92,6 +92,13 @@ const COLUMNS: [&str; 32] = [
 /// Columns that summaries written before them lack; they read as unknown.
 const LATER_COLUMNS: [&str; 1] = ["steal_pct"];
 
+/// One transport's rows of a mixed run (`mixed/ws`, ...): they repeat the run's
+/// machine, server and loadgen readings, which belong to the whole room and cannot be
+/// split between its transports.
+pub fn is_mixed_part(mode: &str) -> bool {
+    mode.starts_with("mixed/")
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -162,15 +169,9 @@ impl Record {
         self.per_delivery(self.bytes_received as f64)
     }
 
-    /// One transport's share of a mixed run: the processes' CPU and memory belong to
-    /// the whole room and cannot be split between its transports.
-    fn is_part(&self) -> bool {
-        self.mode.starts_with("mixed/")
-    }
-
     /// Server CPU milliseconds per 1,000 deliveries.
     pub fn server_cpu_ms_per_1k(&self) -> Option<f64> {
-        if self.is_part() {
+        if is_mixed_part(&self.mode) {
             return None;
         }
         self.per_delivery(self.server_cpu_s? * 1e6)
@@ -178,7 +179,7 @@ impl Record {
 
     /// Loadgen CPU milliseconds per 1,000 deliveries.
     pub fn loadgen_cpu_ms_per_1k(&self) -> Option<f64> {
-        if self.is_part() {
+        if is_mixed_part(&self.mode) {
             return None;
         }
         self.per_delivery(self.loadgen_cpu_s * 1e6)
@@ -186,7 +187,7 @@ impl Record {
 
     /// Server memory per connected user: growth over the empty server's, when known.
     pub fn server_bytes_per_user(&self) -> Option<f64> {
-        if self.is_part() {
+        if is_mixed_part(&self.mode) {
             return None;
         }
         let end = self.server_rss_bytes?;

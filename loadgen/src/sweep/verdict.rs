@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::points::{Figure, PointRuns, Spread};
-use super::record::Record;
+use super::record::{Record, is_mixed_part};
 
 /// How people call a mode.
 pub fn title(mode: &str) -> String {
@@ -55,10 +55,9 @@ pub const STEAL_NOTED_PCT: f64 = 5.0;
 /// A sentence on the CPU time the hypervisor took during the runs: the median, the
 /// worst run, and how many runs lost more than [`STEAL_NOTED_PCT`].
 pub fn steal_sentence(all: &[PointRuns]) -> String {
-    // The per-transport rows of a mixed run (`mixed/ws`, ...) repeat its reading.
     let runs: Vec<(&PointRuns, &Record, f64)> = all
         .iter()
-        .filter(|p| !p.mode.starts_with("mixed/"))
+        .filter(|p| !is_mixed_part(&p.mode))
         .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
         .filter_map(|(p, r)| Some((p, r, r.steal_pct?)))
         .collect();
@@ -228,7 +227,7 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
     // The instrument's own cost against the server's.
     let ratios: Vec<f64> = points
         .iter()
-        .filter(|p| !p.mode.starts_with("mixed/"))
+        .filter(|p| !is_mixed_part(&p.mode))
         .filter_map(|p| {
             let l = p.median(Figure::LoadgenCpuMsPer1k)?;
             let s = p.median(Figure::ServerCpuMsPer1k)?;
