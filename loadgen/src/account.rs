@@ -2,6 +2,7 @@
 //! counted ids each target published, and tally every user's deliveries against them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::error::LoadgenError;
 use crate::machine::MachineCpu;
@@ -54,14 +55,27 @@ pub fn nothing_counted(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
     )))
 }
 
+/// What the run timed and read about itself, besides the workers' reports.
+pub struct Measured {
+    /// From the counted window's start until the last worker reported (end of drain).
+    pub counted: Duration,
+    pub loadgen_cpu: f64,
+    pub machine_cpu: MachineCpu,
+}
+
 /// The rows of one run: its mode, and for a mixed run one per transport as well.
 pub fn rows(
     shared: &Shared,
     reports: Vec<WorkerReport>,
     server: Option<Snapshot>,
-    loadgen_cpu: f64,
-    machine_cpu: MachineCpu,
+    measured: Measured,
 ) -> Vec<RunResult> {
+    let Measured {
+        counted: counted_time,
+        loadgen_cpu,
+        machine_cpu,
+    } = measured;
+    let counted_s = counted_time.as_secs_f64();
     let n = TRANSPORTS.len();
     let targets = shared.targets.len();
     let mut stats = vec![TransportStats::default(); n];
@@ -132,6 +146,7 @@ pub fn rows(
             part_of: part_of.map(str::to_owned),
             users: which.iter().map(|&t| users[t]).sum(),
             duration_s: sc.duration.as_secs_f64(),
+            counted_s,
             latency_us: Summary::of(&s.latency),
             latency_from_due_us: Summary::of(&s.latency_from_due),
             send_lag_us: Summary::of(&lag),
@@ -141,6 +156,7 @@ pub fn rows(
             requests: Requests {
                 total: s.requests,
                 empty: s.empty,
+                per_s: (counted_s > 0.0).then(|| s.requests as f64 / counted_s),
             },
             connections: Connections {
                 opened: s.connections,

@@ -87,6 +87,9 @@ pub struct RunResult {
     pub part_of: Option<String>,
     pub users: usize,
     pub duration_s: f64,
+    /// The counted window and the drain after it, as timed: the period `requests` and
+    /// `bytes_received` are counted over.
+    pub counted_s: f64,
     pub latency_us: Summary,
     pub latency_from_due_us: Summary,
     pub send_lag_us: Summary,
@@ -131,6 +134,8 @@ pub struct Messages {
 pub struct Requests {
     pub total: u64,
     pub empty: u64,
+    /// `total` over `counted_s`.
+    pub per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -167,7 +172,7 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.*}", digits, v * scale))
 }
 
-const COLUMNS: [&str; 19] = [
+const COLUMNS: [&str; 20] = [
     "mode",
     "users",
     "received",
@@ -183,13 +188,14 @@ const COLUMNS: [&str; 19] = [
     "due_p99_ms",
     "lag_p99_ms",
     "requests",
+    "req/s",
     "B/msg",
     "srv_cpu_ms/1k",
     "lg_cpu_s",
     "steal%",
 ];
 
-fn cells(r: &RunResult) -> [String; 19] {
+fn cells(r: &RunResult) -> [String; 20] {
     let d = &r.deliveries;
     [
         r.mode.clone(),
@@ -207,6 +213,7 @@ fn cells(r: &RunResult) -> [String; 19] {
         ms(r.latency_from_due_us.p99),
         ms(r.send_lag_us.p99),
         r.requests.total.to_string(),
+        opt(r.requests.per_s, 1.0, 0),
         opt(r.bytes_per_delivery, 1.0, 0),
         opt(r.server.cpu_ms_per_1k_deliveries, 1.0, 1),
         format!("{:.2}", r.loadgen.cpu_seconds),
@@ -216,7 +223,7 @@ fn cells(r: &RunResult) -> [String; 19] {
 
 /// The table for people: one row per run, columns aligned.
 pub fn table(rows: &[RunResult]) -> String {
-    let body: Vec<[String; 19]> = rows.iter().map(cells).collect();
+    let body: Vec<[String; 20]> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| {
             body.iter()

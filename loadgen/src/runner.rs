@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::account;
+use crate::account::{self, Measured};
 use crate::clock::Clock;
 use crate::conn::Http;
 use crate::error::LoadgenError;
@@ -241,6 +241,8 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
     for rx in reports {
         collected.push(rx.await.map_err(lost_worker)?);
     }
+    // Every worker reports when its last user is done: the counted window and the drain.
+    let counted = Instant::now().saturating_duration_since(window_start);
     let loadgen_cpu = machine::cpu_seconds() - cpu_before;
     let machine_cpu = machine::MachineCpu::between(machine_before, machine::CpuTimes::read());
     let after = join_all(targets.iter().map(Snapshot::fetch)).await;
@@ -261,7 +263,10 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
         &shared,
         collected,
         server,
-        loadgen_cpu,
-        machine_cpu,
+        Measured {
+            counted,
+            loadgen_cpu,
+            machine_cpu,
+        },
     ))
 }

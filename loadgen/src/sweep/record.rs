@@ -18,7 +18,7 @@ pub struct Record {
     /// 1-based.
     pub repeat: usize,
     pub duration_s: f64,
-    /// The counted window plus the drain, as timed around the run.
+    /// The counted window plus the drain, as the run timed it.
     pub counted_s: f64,
     pub poll_interval_s: f64,
     pub p50_ms: f64,
@@ -121,7 +121,7 @@ impl Record {
             rate,
             repeat,
             duration_s: row.duration_s,
-            counted_s: row.duration_s,
+            counted_s: row.counted_s,
             poll_interval_s,
             p50_ms: ms(row.latency_us.p50),
             p95_ms: ms(p95),

@@ -5,7 +5,7 @@
 //! rewritten after each run, so an interrupted sweep keeps what it measured.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::LoadgenError;
 use crate::machine;
@@ -134,7 +134,6 @@ pub fn sweep(
                 child,
                 base_rss,
             } = server(given, &plan.server_args)?;
-            let t0 = Instant::now();
             let rows = match runner::run(&targets, &sc) {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -143,10 +142,6 @@ pub fn sweep(
                     continue;
                 }
             };
-            // The counted window plus the drain: the run's time after ramp-up and warm-up.
-            let counted = t0
-                .elapsed()
-                .saturating_sub(sc.ramp_time() + sc.warmup + Duration::from_millis(20));
             let urls = targets.iter().map(|t| t.url.clone()).collect();
             drop(child);
             let json = format!("runs/{slug}.json");
@@ -160,7 +155,6 @@ pub fn sweep(
             doc.write(&dir.join(&json))?;
             for row in &doc.runs {
                 let mut r = Record::of(row, &sc, rep);
-                r.counted_s = counted.as_secs_f64().max(sc.duration.as_secs_f64());
                 r.server_rss_base_bytes = base_rss;
                 r.json = json.clone();
                 eprintln!(

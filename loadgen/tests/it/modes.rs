@@ -65,6 +65,16 @@ fn poll_delivers_every_counted_message_once() {
     let r = one("poll", 10);
     // 200 ms polls over ~2 s: several requests per user, some of them empty.
     assert!(r.requests.total >= 10 * 5, "{:?}", r.requests);
+    // The rate is taken over the period the requests were counted in (the window and
+    // the drain, which a short-poll user ends within about one interval): users /
+    // interval, 50 a second, not the count over the window alone.
+    assert!(
+        r.counted_s >= r.duration_s && r.counted_s < r.duration_s + 3.0,
+        "counted {} s",
+        r.counted_s
+    );
+    let per_s = r.requests.per_s.unwrap();
+    assert!((per_s - 50.0).abs() < 12.5, "{per_s} requests/s against 50");
 }
 
 #[test]
