@@ -66,7 +66,10 @@ impl ClientQueue {
             }
             subscription.seek(after);
         }
+        // Biased, messages first: a poll whose deadline has passed (timeout_ms=0) still
+        // takes what is already queued rather than a random pick of the ready branches.
         let batch = tokio::select! {
+            biased;
             batch = subscription.next(limit) => batch,
             _ = tokio::time::sleep_until(deadline) => Batch::default(),
             _ = self.superseded_since(generation) => Batch::default(),

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
@@ -53,12 +54,14 @@ async fn upgrade(
     State(state): State<AppState>,
     RoomName(room): RoomName,
     params: Result<StrictQuery<Params>, ApiError>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();
     let params = common::query(params)?;
     let upgrade = upgrade.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_key(&headers)?;
     if let Some(user) = &params.user {
         common::check_name("user", user)?;
     }
@@ -85,6 +88,22 @@ async fn upgrade(
             session.run(socket).await;
             drop(tracker);
         }))
+}
+
+/// RFC 6455 4.2.1: the key is 16 bytes in base64, and a server that finds otherwise
+/// answers 400 instead of accepting the handshake (axum checks only that it is there).
+fn check_key(headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map_or(&b""[..], |v| v.as_bytes());
+    let base64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    if key.len() == 24 && key[..22].iter().all(base64) && key.ends_with(b"==") {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters ending in ==)",
+        ))
+    }
 }
 
 /// Where a client's frame was wrong, told back to it in an `{"error":...}` frame.

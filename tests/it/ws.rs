@@ -127,6 +127,52 @@ async fn a_frame_that_breaks_the_framing_rules_closes_with_1002() {
 }
 
 #[tokio::test]
+async fn a_handshake_whose_key_is_not_16_bytes_of_base64_is_400() {
+    let server = TestServer::start().await;
+    let upgrade = |key: &'static str| {
+        server
+            .http
+            .get(server.url("/rooms/r/ws"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .send()
+    };
+    for key in [
+        "abc",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "dGhlIHNhbXBsZSBub25jZQ===",
+        "dGhlIHNhbXBsZSBub25*ZQ==",
+        "dGhlIHNhbXBsZSBub25jZSEh",
+    ] {
+        let response = upgrade(key).await.unwrap();
+        assert_eq!(response.status(), 400, "{key}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("Sec-WebSocket-Key"),
+            "{body}"
+        );
+    }
+    // Refused before a connection slot was taken.
+    assert_eq!(
+        server
+            .metric("lab_open_connections{transport=\"ws\"}")
+            .await,
+        0.0
+    );
+    // The RFC's own example key is taken.
+    assert_eq!(
+        upgrade("dGhlIHNhbXBsZSBub25jZQ==").await.unwrap().status(),
+        101
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_frame_over_16_times_the_message_limit_closes_with_1009() {
     let mut config = config();
     config.max_message_bytes = 64;
