@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Every load target of the comparison, measured and judged in one go.
+
+Runs the loadgen (which starts its own child `lab`) once per target and round, reads
+each run's JSON, and judges it against the target's threshold: p99 latencies, short
+polling's requests per second, the deliveries per second at the highest rates, nothing
+lost or duplicated, and the loadgen's CPU per delivery against the server's. Idle
+memory per connection comes from bench/idle_memory.py. Each target is run in turn
+within a round, so rounds show how far the same command moves on a shared machine;
+`machine_cpu.steal_pct` of every run is printed beside it.
+
+    cargo build --release
+    python3 bench/targets.py --rounds 3
+
+Writes every run's JSON and `summary.md` (the table printed at the end) under
+`--out` (default `results/targets/<UTC time>`); exits 1 if a target was missed in
+any round. The step-up target has its own command: `loadgen step-up --modes ws,sse`.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+# name, loadgen arguments (besides --quiet --json), what is judged
+COMMON = ["--senders", "100", "--duration", "8s", "--warmup", "2s"]
+RUNS = [
+    ("ws-100k", ["--mode", "ws", "--users", "1000", "--rate", "100"] + COMMON),
+    ("sse-100k", ["--mode", "sse", "--users", "1000", "--rate", "100"] + COMMON),
+    ("long-poll-10", ["--mode", "long-poll", "--users", "1000", "--rate", "10"] + COMMON),
+    ("long-poll-50", ["--mode", "long-poll", "--users", "1000", "--rate", "50"] + COMMON),
+    ("poll-1s", ["--mode", "poll", "--users", "1000", "--rate", "10", "--poll-interval", "1s"] + COMMON),
+    ("ws-400k", ["--mode", "ws", "--users", "1000", "--rate", "400"] + COMMON),
+    ("sse-300k", ["--mode", "sse", "--users", "1000", "--rate", "300"] + COMMON),
+    ("ws-10k-users", ["--mode", "ws", "--users", "10000", "--senders", "100", "--rate", "10",
+                      "--duration", "10s", "--warmup", "2s"]),
+]
+IDLE_KIB = {"ws": 4.0, "sse": 6.0, "long_poll": 8.0}
+
+
+def ms(us):
+    return us / 1000.0
+
+
+def exact(run):
+    d = run["deliveries"]
+    return d["lost"] == 0 and d["duplicated"] == 0 and d["received"] == d["expected"]
+
+
+def judge(name, run, same_round):
+    """(the target's wording, the measured value as text, met?) for one run."""
+    p99 = ms(run["latency_us"]["p99"])
+    whole = "" if exact(run) else f", {run['deliveries']['lost']} lost, {run['deliveries']['duplicated']} duplicated"
+    if name == "ws-100k":
+        return "WS, 1,000 users, 100 msg/s: p99 <= 20 ms", f"{p99:.1f} ms{whole}", p99 <= 20 and exact(run)
+    if name == "sse-100k":
+        ws = same_round.get("ws-100k")
+        if ws is None:
+            return "SSE at the same load: p99 within 1.5x of WS", f"{p99:.1f} ms (no WS run)", False
+        x = p99 / ms(ws["latency_us"]["p99"])
+        return "SSE at the same load: p99 within 1.5x of WS", f"{p99:.1f} ms ({x:.2f}x){whole}", x <= 1.5 and exact(run)
+    if name == "long-poll-10":
+        return "long poll, 1,000 users, 10 msg/s: p99 <= 20 ms", f"{p99:.1f} ms{whole}", p99 <= 20 and exact(run)
+    if name == "long-poll-50":
+        return "long poll, 1,000 users, 50 msg/s: p99 <= 50 ms", f"{p99:.1f} ms{whole}", p99 <= 50 and exact(run)
+    if name == "poll-1s":
+        interval = 1000.0
+        rtt = ms(run["connect_us"]["p50"])
+        model = interval + rtt
+        per_s = run["requests"].get("per_s") or 0.0
+        want = run["users"] / (interval / 1000.0)
+        ok = abs(p99 - model) <= 0.10 * model and abs(per_s - want) <= 0.05 * want and exact(run)
+        return ("short poll, 1,000 users, 1 s: p99 within 10% of interval + round trip, "
+                "requests/s within 5% of users / interval",
+                f"{p99:.1f} ms (model {model:.1f}), {per_s:.0f} requests/s (model {want:.0f}){whole}", ok)
+    rate = run["deliveries"]["received"] / run["duration_s"]
+    if name == "ws-400k":
+        return ("WS >= 400,000 deliveries/s with p99 under 100 ms",
+                f"{rate:,.0f}/s, {p99:.1f} ms{whole}", rate >= 400_000 * 0.999 and p99 < 100 and exact(run))
+    if name == "sse-300k":
+        return ("SSE >= 300,000 deliveries/s with p99 under 100 ms",
+                f"{rate:,.0f}/s, {p99:.1f} ms{whole}", rate >= 300_000 * 0.999 and p99 < 100 and exact(run))
+    if name == "ws-10k-users":
+        return "10,000 WS users at 10 msg/s: p99 <= 100 ms", f"{p99:.1f} ms{whole}", p99 <= 100 and exact(run)
+    raise ValueError(name)
+
+
+def cpu_ratio(run):
+    """The loadgen's CPU per delivery over the server's (the same deliveries)."""
+    server = run["server"].get("cpu_seconds")
+    if not server:
+        return None
+    return run["loadgen"]["cpu_seconds"] / server
+
+
+def server_us(run):
+    server = run["server"].get("cpu_seconds")
+    received = run["deliveries"]["received"]
+    return server * 1e6 / received if server and received else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loadgen", default="target/release/loadgen")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", help="comma-separated target names: " + ",".join(n for n, _ in RUNS))
+    ap.add_argument("--no-idle-memory", action="store_true", help="skip bench/idle_memory.py")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    names = [n for n, _ in RUNS]
+    chosen = names if not args.only else args.only.split(",")
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        ap.error(f"unknown target {', '.join(unknown)}; the targets are {', '.join(names)}")
+    if not os.access(args.loadgen, os.X_OK):
+        ap.error(f"{args.loadgen} is not an executable; run `cargo build --release` first")
+    out = args.out or os.path.join("results", "targets", time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime()))
+    os.makedirs(out, exist_ok=True)
+
+    # rows[target wording] = [(round, value text, met)]; ratios[name] = [ratio]
+    rows, ratios, steal, commit = {}, {}, [], None
+    for rnd in range(1, args.rounds + 1):
+        same_round = {}
+        for name, flags in RUNS:
+            if name not in chosen:
+                continue
+            path = os.path.join(out, f"round{rnd}-{name}.json")
+            cmd = [args.loadgen] + flags + ["--quiet", "--json", path]
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode != 0:
+                what = f"{name}: loadgen failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
+                rows.setdefault(name, []).append((rnd, what, False))
+                print(f"round {rnd} {what}", flush=True)
+                continue
+            doc = json.load(open(path))
+            commit = commit or doc["tool"].get("git_commit")
+            run = doc["runs"][0]
+            same_round[name] = run
+            wording, value, met = judge(name, run, same_round)
+            rows.setdefault(wording, []).append((rnd, value, met))
+            r = cpu_ratio(run)
+            if r is not None:
+                ratios.setdefault(name, []).append(r)
+            st = run["machine_cpu"].get("steal_pct")
+            if st is not None:
+                steal.append(st)
+            us = server_us(run)
+            print(f"round {rnd} {name:13} {value:55} {'met' if met else 'MISSED'}"
+                  f"  server {us:.2f} us/delivery, loadgen/server CPU {r:.2f}, steal {st or 0:.1f}%", flush=True)
+        if not args.no_idle_memory and rnd == 1:
+            lab = os.path.join(os.path.dirname(args.loadgen), "lab")
+            idle = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "idle_memory.py"),
+                                   "--lab", lab, "--connections", "10000"],
+                                  capture_output=True, text=True)
+            with open(os.path.join(out, "idle-memory.jsonl"), "w") as f:
+                f.write(idle.stdout)
+            for line in idle.stdout.splitlines():
+                m = json.loads(line)
+                limit = IDLE_KIB[m["transport"]]
+                wording = f"idle {m['transport']} at 10,000: <= {limit:.0f} KiB of server memory each"
+                # The gauge also counts the script's few warm-up connections.
+                met = m["kib_per_connection"] <= limit and m["open_gauge"] >= m["connections"]
+                rows.setdefault(wording, []).append((rnd, f"{m['kib_per_connection']:.2f} KiB", met))
+                print(f"round {rnd} {wording}: {m['kib_per_connection']:.2f} KiB {'met' if met else 'MISSED'}", flush=True)
+            if idle.returncode != 0:
+                rows.setdefault("idle memory", []).append((rnd, idle.stderr.strip()[-200:], False))
+
+    ratio_met = all(r <= 1.0 for rs in ratios.values() for r in rs)
+    lines = [
+        "# The load targets, measured",
+        "",
+        f"`python3 bench/targets.py --rounds {args.rounds}` at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"loadgen and lab of commit `{(commit or 'unknown')[:7]}`, {os.cpu_count()} cores, kernel {platform.release()}; "
+        f"steal {min(steal, default=0):.1f}-{max(steal, default=0):.1f}% over the runs. "
+        "Every run's JSON is beside this file.",
+        "",
+        "| target | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1)) + " | met in |",
+        "| --- | " + " | ".join("---" for _ in range(args.rounds)) + " | --- |",
+    ]
+    missed = False
+    for wording, results in rows.items():
+        cells = {rnd: value for rnd, value, _ in results}
+        met = sum(1 for _, _, ok in results if ok)
+        missed |= met < len(results)
+        lines.append(f"| {wording} | " + " | ".join(cells.get(r, "") for r in range(1, args.rounds + 1))
+                     + f" | {met} of {len(results)} |")
+    per_run = ", ".join(f"{n} {min(rs):.2f}-{max(rs):.2f}" for n, rs in ratios.items())
+    n_ratio = sum(len(rs) for rs in ratios.values())
+    n_ratio_met = sum(1 for rs in ratios.values() for r in rs if r <= 1.0)
+    lines.append(f"| loadgen CPU per delivery <= server's (loadgen/server: {per_run}) | "
+                 + " | ".join("" for _ in range(args.rounds)) + f" | {n_ratio_met} of {n_ratio} runs |")
+    missed |= not ratio_met
+    lines.append("")
+    summary = "\n".join(lines)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(summary)
+    print()
+    print(summary)
+    print(f"written to {out}/")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
