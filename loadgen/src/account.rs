@@ -134,10 +134,11 @@ pub fn rows(
                 cpu_seconds: m.cpu_seconds,
                 rss_bytes: m.rss_bytes,
                 bytes_sent,
-                // The process's CPU cannot be split between a mixed run's transports.
+                // The process's CPU cannot be split between a mixed run's transports,
+                // and under one 10 ms tick it was not measured, only not seen.
                 cpu_ms_per_1k_deliveries: m
                     .cpu_seconds
-                    .filter(|_| tally.received > 0 && part_of.is_none())
+                    .filter(|&c| c > 0.0 && tally.received > 0 && part_of.is_none())
                     .map(|c| c * 1e6 / tally.received as f64),
             }
         });

@@ -168,6 +168,10 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
+fn opt_csv(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.digits$}"))
+}
+
 fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.*}", digits, v * scale))
 }
@@ -267,13 +271,15 @@ pub fn csv(rows: &[RunResult]) -> String {
     let mut out = COLUMNS.join(",");
     out.push_str(",server_cpu_s,server_rss_bytes,server_bytes_sent,bytes_received\n");
     for r in rows {
-        out.push_str(&cells(r).join(","));
+        // What the table shows as `-` is an empty field here, as in a sweep's CSV.
+        let cells = cells(r).map(|c| if c == "-" { String::new() } else { c });
+        out.push_str(&cells.join(","));
         let _ = writeln!(
             out,
             ",{},{},{},{}",
-            opt(r.server.cpu_seconds, 1.0, 3),
-            opt(r.server.rss_bytes, 1.0, 0),
-            opt(r.server.bytes_sent, 1.0, 0),
+            opt_csv(r.server.cpu_seconds, 3),
+            opt_csv(r.server.rss_bytes, 0),
+            opt_csv(r.server.bytes_sent, 0),
             r.bytes_received
         );
     }

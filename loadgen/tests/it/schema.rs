@@ -90,7 +90,25 @@ fn the_json_matches_its_documented_schema() {
         "200ms",
         "--quiet",
     ];
-    let (_, value) = run_binary(exe, &[&args[..], &more[..]].concat());
+    let csv_path = std::env::temp_dir().join(format!("schema-{}.csv", std::process::id()));
+    let csv_arg = ["--csv", csv_path.to_str().unwrap()];
+    let (_, value) = run_binary(exe, &[&args[..], &more[..], &csv_arg[..]].concat());
+
+    // The CSV has the same rows; a figure that is null in the JSON is an empty field
+    // (the per-transport rows of a mixed run have no CPU per delivery), never the
+    // table's `-`.
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let _ = std::fs::remove_file(&csv_path);
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(lines.len(), 6, "{csv}");
+    let cpu = lines[0].iter().position(|c| *c == "srv_cpu_ms/1k").unwrap();
+    for row in &lines[1..] {
+        assert_eq!(row.len(), lines[0].len(), "{csv}");
+        assert!(!row.contains(&"-"), "{csv}");
+        if row[0].starts_with("mixed/") {
+            assert!(row[cpu].is_empty(), "{csv}");
+        }
+    }
 
     let doc = documented();
     assert!(doc.len() > 50, "the fields table was not found");
