@@ -31,7 +31,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(transports: &[&'static str]) -> Self {
+    /// `threads`: the runtime's worker threads, published so that a result records
+    /// what the server ran on.
+    pub fn new(transports: &[&'static str], threads: usize) -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let v = IntCounterVec::new(Opts::new(name, help), &["transport"]).unwrap();
@@ -67,6 +69,13 @@ impl Metrics {
         registry
             .register(Box::new(crate::process_stats::ProcessStats::new()))
             .unwrap();
+        let runtime_threads = IntGauge::new(
+            "lab_runtime_threads",
+            "Worker threads of the server's async runtime (--threads)",
+        )
+        .unwrap();
+        runtime_threads.set(threads as i64);
+        registry.register(Box::new(runtime_threads)).unwrap();
 
         let transports = transports
             .iter()
@@ -114,7 +123,7 @@ mod tests {
 
     #[test]
     fn renders_labelled_counters_and_process_metrics() {
-        let m = Metrics::new(&["poll", "ws"]);
+        let m = Metrics::new(&["poll", "ws"], 2);
         m.transport("ws").delivered(3, 120);
         m.messages_published.inc();
         let text = m.render();
@@ -122,6 +131,7 @@ mod tests {
         assert!(text.contains("lab_bytes_sent_total{transport=\"ws\"} 120"));
         assert!(text.contains("lab_deliveries_total{transport=\"poll\"} 0"));
         assert!(text.contains("lab_messages_published_total 1"));
+        assert!(text.contains("lab_runtime_threads 2"));
         assert!(text.contains("process_resident_memory_bytes"));
         assert!(text.contains("process_cpu_seconds_total"));
     }

@@ -27,7 +27,7 @@ impl Shared {
     pub fn new(config: Config, shutdown: CancellationToken) -> AppState {
         Arc::new(Shared {
             rooms: crate::room::Rooms::new(config.room_limits()),
-            metrics: Metrics::new(crate::transport::NAMES),
+            metrics: Metrics::new(crate::transport::NAMES, config.threads),
             connections: Arc::new(ConnectionLimit::new(config.max_connections)),
             config,
             shutdown,

@@ -133,6 +133,7 @@ pub fn rows(
             ServerFigures {
                 cpu_seconds: m.cpu_seconds,
                 rss_bytes: m.rss_bytes,
+                threads: m.threads.map(|t| t as u64),
                 bytes_sent,
                 // The process's CPU cannot be split between a mixed run's transports,
                 // and under one 10 ms tick it was not measured, only not seen.

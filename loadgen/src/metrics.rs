@@ -12,6 +12,8 @@ use crate::target::Target;
 pub struct Snapshot {
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<f64>,
+    /// `lab_runtime_threads`: the server's worker threads.
+    pub threads: Option<f64>,
     /// `lab_bytes_sent_total` by transport label.
     pub bytes_sent: BTreeMap<String, f64>,
     /// `lab_deliveries_total` by transport label.
@@ -37,6 +39,7 @@ impl Snapshot {
             match name {
                 "process_cpu_seconds_total" => s.cpu_seconds = Some(value),
                 "process_resident_memory_bytes" => s.rss_bytes = Some(value),
+                "lab_runtime_threads" => s.threads = Some(value),
                 "lab_bytes_sent_total" => {
                     if let Some(t) = transport() {
                         s.bytes_sent.insert(t, value);
@@ -72,8 +75,9 @@ impl Snapshot {
         for (before, after) in pairs {
             let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
             d.cpu_seconds = sum(d.cpu_seconds, diff(after.cpu_seconds, before.cpu_seconds));
-            // Memory is a level, not a counter: the reading at the end.
+            // Memory and threads are levels, not counters: the reading at the end.
             d.rss_bytes = sum(d.rss_bytes, after.rss_bytes);
+            d.threads = sum(d.threads, after.threads);
             for (t, v) in &after.bytes_sent {
                 *d.bytes_sent.entry(t.clone()).or_default() +=
                     v - before.bytes_sent.get(t).unwrap_or(&0.0);
@@ -101,7 +105,8 @@ mod tests {
     const TEXT: &str = "# HELP lab_bytes_sent_total x\n# TYPE lab_bytes_sent_total counter\n\
         lab_bytes_sent_total{transport=\"sse\"} 300\nlab_bytes_sent_total{transport=\"ws\"} 1e3\n\
         lab_deliveries_total{transport=\"ws\"} 10\nprocess_cpu_seconds_total 1.5\n\
-        process_resident_memory_bytes 2048\nlab_requests_total{transport=\"ws\"} 4\n";
+        process_resident_memory_bytes 2048\nlab_requests_total{transport=\"ws\"} 4\n\
+        lab_runtime_threads 2\n";
 
     #[test]
     fn reads_the_figures_and_subtracts_a_reading() {
@@ -110,6 +115,7 @@ mod tests {
         assert_eq!(after.rss_bytes, Some(2048.0));
         assert_eq!(after.bytes_sent["ws"], 1000.0);
         assert_eq!(after.deliveries["ws"], 10.0);
+        assert_eq!(after.threads, Some(2.0));
         let before = Snapshot::parse(
             "process_cpu_seconds_total 0.5\nlab_bytes_sent_total{transport=\"ws\"} 400\n",
         );
@@ -117,6 +123,7 @@ mod tests {
         assert_eq!(d.cpu_seconds, Some(1.0));
         assert_eq!(d.bytes_sent["ws"], 600.0);
         assert_eq!(d.bytes_sent["sse"], 300.0);
+        assert_eq!(d.threads, Some(2.0), "a level, read at the end");
         assert_eq!(Snapshot::delta(&[]).cpu_seconds, None);
     }
 }

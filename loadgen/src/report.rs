@@ -148,6 +148,8 @@ pub struct Connections {
 pub struct ServerFigures {
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<f64>,
+    /// The server's runtime worker threads, as its `/metrics` says.
+    pub threads: Option<u64>,
     pub bytes_sent: Option<f64>,
     pub cpu_ms_per_1k_deliveries: Option<f64>,
 }

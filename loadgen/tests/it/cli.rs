@@ -96,7 +96,7 @@ const SHORT_RUN: [&str; 13] = [
     "--rate",
     "20",
     "--quiet",
-    "--server-arg=--threads=1",
+    "--server-arg=--threads=2",
     "--seed=2",
 ];
 
@@ -126,6 +126,8 @@ fn child_run(exe: &std::path::Path) {
     // CPU and memory of the child come from /proc.
     assert!(run["server"]["rss_bytes"].as_f64().unwrap() > 0.0);
     assert!(run["server"]["cpu_seconds"].as_f64().is_some());
+    // What the server ran on, as it says itself.
+    assert_eq!(run["server"]["threads"], 2);
     // The child is gone: its port no longer answers.
     let target = doc["targets"][0]
         .as_str()
