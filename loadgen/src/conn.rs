@@ -171,6 +171,22 @@ impl Http {
         Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
+    /// Opens `GET path` and closes it once the head has come: `Ok` for a `200`, else
+    /// the status and the answer's body, as the server gave them.
+    pub async fn try_open(&mut self, path: &str) -> Result<Result<(), String>, ClientError> {
+        let req = self.request(Method::GET, path, Bytes::new());
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        if status == StatusCode::OK {
+            return Ok(Ok(()));
+        }
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Err(format!(
+            "{status} {}",
+            String::from_utf8_lossy(&body).trim()
+        )))
+    }
+
     /// The room's newest id (a short poll with `after` beyond any id).
     pub async fn newest(&mut self, room: &str) -> Result<u64, ClientError> {
         let body = self.get_body(&crate::wire::newest_path(room)).await?;

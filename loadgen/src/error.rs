@@ -60,6 +60,8 @@ pub enum LoadgenError {
     Unreachable { target: String, reason: String },
     #[error("target {target} does not speak the lab protocol: {reason}")]
     NotLab { target: String, reason: String },
+    #[error("target {target} refuses the run: {reason}")]
+    Refused { target: String, reason: String },
     #[error("nothing was measured: {0}")]
     NothingMeasured(String),
     #[error("{0}")]

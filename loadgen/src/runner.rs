@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::account::{self, Measured};
 use crate::clock::Clock;
 use crate::conn::Http;
-use crate::error::LoadgenError;
+use crate::error::{ClientError, LoadgenError};
 use crate::machine;
 use crate::metrics::Snapshot;
 use crate::progress::{self, Progress};
@@ -56,14 +56,27 @@ pub async fn health(target: &Target) -> Result<Http, LoadgenError> {
     Ok(http)
 }
 
-/// The target is healthy and answers a short poll of `room`.
+/// The target is healthy, answers a short poll of `room` and opens a stream in it (a
+/// short poll does not make a room): a server already at `--max-rooms` or
+/// `--max-connections` is told before the run rather than found at its end.
 async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
-    let mut http = health(target).await?;
-    http.newest(room).await.map_err(|e| LoadgenError::NotLab {
+    let not_lab = |what: &str, e: ClientError| LoadgenError::NotLab {
         target: target.url.clone(),
-        reason: format!("short poll of room {room}: {e}"),
-    })?;
-    Ok(())
+        reason: format!("{what} of room {room}: {e}"),
+    };
+    let mut http = health(target).await?;
+    http.newest(room)
+        .await
+        .map_err(|e| not_lab("short poll", e))?;
+    // The stream is closed as soon as its head has come, with the connection.
+    let opened = http
+        .try_open(&format!("/rooms/{room}/events"))
+        .await
+        .map_err(|e| not_lab("SSE stream", e))?;
+    opened.map_err(|answer| LoadgenError::Refused {
+        target: target.url.clone(),
+        reason: format!("an SSE stream in room {room} was answered {answer}"),
+    })
 }
 
 /// The longest long-poll `timeout_ms` the protocol allows.

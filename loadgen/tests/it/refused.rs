@@ -39,3 +39,22 @@ fn a_run_in_which_every_message_is_refused_is_an_error() {
     assert!(err.contains("accepted none of the"), "{err}");
     assert!(err.contains("413"), "{err}");
 }
+
+#[test]
+fn a_server_at_its_room_limit_is_told_before_the_run() {
+    let server = Server::with(lab::Config {
+        max_rooms: 1,
+        ..lab::Config::default()
+    });
+    // Another room takes the only one.
+    let first = short(Mix::Only(transport("sse")), 1, "refused-first-room");
+    assert_eq!(server.run(&first)[0].deliveries.lost, 0);
+    let sc = short(Mix::Only(transport("ws")), 2, "refused-second-room");
+    let started = std::time::Instant::now();
+    let err = loadgen::run(std::slice::from_ref(&server.target), &sc).unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("refuses the run"), "{err}");
+    assert!(err.contains("503") && err.contains("rooms"), "{err}");
+    // Before the users connected, not after the counted window and the drain.
+    assert!(started.elapsed() < sc.duration, "{:?}", started.elapsed());
+}
