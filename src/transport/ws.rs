@@ -124,7 +124,9 @@ struct Session {
 impl Session {
     async fn run(mut self, mut socket: WebSocket) {
         let every = Duration::from_millis(self.state.config.ws_ping_ms);
-        // A write that cannot finish in two ping periods means the peer is gone.
+        // A write that cannot finish in two ping periods means the peer is gone: every
+        // write here is bounded by it (replies, pings and closes as well as messages),
+        // or a peer that stops reading would hold its session, socket and slot.
         let write_limit = every * 2;
         let mut ping = interval_at(Instant::now() + every, every);
         let mut heard_since_ping = true;
@@ -137,7 +139,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = &mut stop => {
-                    close(&mut socket, close_code::AWAY, "server shutting down").await;
+                    close(&mut socket, close_code::AWAY, "server shutting down", write_limit).await;
                     return;
                 }
                 batch = self.subscription.next(BATCH) => {
@@ -155,24 +157,25 @@ impl Session {
                         Some(Ok(Message::Text(text))) => {
                             if let Err(error) = self.publish(&text) {
                                 let reply = serde_json::json!({ "error": error.to_string() }).to_string();
-                                if socket.send(Message::Text(reply.into())).await.is_err() {
+                                let sent = within(write_limit, socket.send(Message::Text(reply.into())));
+                                if !matches!(sent.await, Some(Ok(()))) {
                                     return;
                                 }
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            close(&mut socket, close_code::UNSUPPORTED, "binary frames are not accepted").await;
+                            close(&mut socket, close_code::UNSUPPORTED, "binary frames are not accepted", write_limit).await;
                             return;
                         }
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite has queued the closing reply; send it.
-                            let _ = socket.flush().await;
+                            let _ = within(write_limit, socket.flush()).await;
                             return;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Err(error)) => {
                             if let Some((code, reason)) = close_for(error) {
-                                close(&mut socket, code, reason).await;
+                                close(&mut socket, code, reason, write_limit).await;
                             }
                             return;
                         }
@@ -183,7 +186,8 @@ impl Session {
                         return;
                     }
                     heard_since_ping = false;
-                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    let sent = within(write_limit, socket.send(Message::Ping(Bytes::new())));
+                    if !matches!(sent.await, Some(Ok(()))) {
                         return;
                     }
                 }
@@ -245,10 +249,11 @@ fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+/// Sends a close frame, giving up on a peer that does not take it within `limit`.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, limit: Duration) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = within(limit, socket.send(Message::Close(Some(frame)))).await;
 }

@@ -229,3 +229,41 @@ async fn a_peer_that_stops_answering_pings_is_closed() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_while_owed_replies_is_let_go_after_the_write_limit() {
+    let mut config = config();
+    // Writes are given two ping periods: 200 ms.
+    config.ws_ping_ms = 100;
+    let server = TestServer::with(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url("/rooms/r/ws?user=u"), stream)
+        .await
+        .unwrap();
+    let (mut tx, _never_read) = ws.split();
+    // Frames that each get an error frame back, until the server stops taking them.
+    let flood = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < until {
+            let sent = tokio::time::timeout_at(until, tx.send(Message::text("not json"))).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                break;
+            }
+        }
+    });
+    let open = "lab_open_connections{transport=\"ws\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while server.metric(open).await != 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session of a peer that does not read its replies is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flood.abort();
+    // The room is unaffected.
+    assert_eq!(server.post("r", "u", "after").await, 1);
+    server.stop().await;
+}
