@@ -82,6 +82,11 @@ async fn upgrade(
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
+        // Bounded: tungstenite queues a pong for every ping it reads, and a peer that
+        // pings without reading would otherwise grow the buffer without end (a
+        // gigabyte in seconds). At the bound a pong replaces the one queued; a
+        // batch never comes near it, as writes wait once WRITE_BUFFER is reached.
+        .max_write_buffer_size(WRITE_BUFFER + 2 * max_frame)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| async move {

@@ -267,3 +267,53 @@ async fn a_peer_that_stops_reading_while_owed_replies_is_let_go_after_the_write_
     assert_eq!(server.post("r", "u", "after").await, 1);
     server.stop().await;
 }
+
+/// The resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
+    let server = TestServer::start().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url("/rooms/r/ws"), stream)
+        .await
+        .unwrap();
+    let (mut tx, _never_read) = ws.split();
+    let before = rss_bytes();
+    // 400,000 pings of 125 bytes: 50 MB of pongs owed to a peer that reads none.
+    let payload = bytes::Bytes::from(vec![b'p'; 125]);
+    let flood = async {
+        for i in 0..400_000u32 {
+            tx.feed(Message::Ping(payload.clone())).await?;
+            if i % 1000 == 0 {
+                tx.flush().await?;
+            }
+        }
+        tx.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), flood).await;
+    // Let the server read what is on the way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 20 << 20,
+        "the server's memory grew by {} MiB",
+        grown >> 20
+    );
+    // Others are served.
+    let mut reader = server.ws("/rooms/r/ws").await;
+    let id = server.post("r", "u", "still here").await;
+    assert_eq!(ws_next(&mut reader).await["id"], id);
+    server.stop().await;
+}
