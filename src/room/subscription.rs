@@ -45,7 +45,10 @@ impl Subscription {
         newest: u64,
         after: Option<u64>,
     ) -> Self {
-        let cursor = after.unwrap_or(newest);
+        // An `after` beyond the newest id (a client back from before a restart, whose
+        // ids the room has not reached again) starts at the newest: taken as it is, it
+        // would pass over every message up to it without a word.
+        let cursor = after.map_or(newest, |after| after.min(newest));
         Subscription {
             room,
             rx,

@@ -113,3 +113,17 @@ async fn resume_past_history_reports_a_gap_on_every_transport() {
     assert_eq!(ws_ids(&mut ws, 3).await, vec![8, 9, 10]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_resumed_beyond_the_newest_id_starts_at_the_newest() {
+    // A client back from before a restart: its last id is past anything this room has.
+    let server = TestServer::start().await;
+    post_n(&server, "r", 3).await;
+    let mut events = server.sse_with("/rooms/r/events", Some(100)).await;
+    let mut ws = server.ws("/rooms/r/ws?after=100").await;
+    post_n(&server, "r", 2).await;
+    assert_eq!(sse_next(&mut events).await["id"], 4);
+    assert_eq!(sse_next(&mut events).await["id"], 5);
+    assert_eq!(ws_ids(&mut ws, 2).await, vec![4, 5]);
+    server.stop().await;
+}
