@@ -15,7 +15,7 @@ mod response;
 mod rewind;
 
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +82,7 @@ pub async fn serve(
         stream,
         buf: BytesMut::new(),
         service,
+        held_stop: shutdown.child_token(),
         shutdown,
         timeouts,
         idle_timer: None,
@@ -97,6 +98,9 @@ struct Connection {
     buf: BytesMut,
     service: Service,
     shutdown: CancellationToken,
+    /// Cancelled with `shutdown`, or when the client shuts its sending side while an
+    /// answer is held (see [`held_answer_stop`]).
+    held_stop: CancellationToken,
     timeouts: Arc<Timeouts>,
     /// The keep-alive timer (see [`Connection::read_within`]).
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -146,17 +150,32 @@ impl Connection {
                 self.buf = BytesMut::new();
             }
             let asked_close = head.close;
-            let answer = self.service.call(head.into_request(body));
+            let answer = HELD_STOP.scope(
+                self.held_stop.clone(),
+                self.service.call(head.into_request(body)),
+            );
+            let mut answer = pin!(answer);
+            let mut sending_shut = false;
             // A client that goes away while its answer is pending (a held long poll)
-            // drops the handler at once, which frees its connection slot.
-            let response = tokio::select! {
-                // An answer that is ready is written even if the client has gone.
-                biased;
-                response = answer => match response {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
-                () = closed(&mut self.stream, &mut self.buf) => return Ok(Next::Close),
+            // drops the handler at once, which frees its connection slot. One that
+            // shuts its sending side after more requests may still read its answers,
+            // or may have closed for good: a held answer is ended now, either way.
+            let response = loop {
+                tokio::select! {
+                    // An answer that is ready is written even if the client has gone.
+                    biased;
+                    response = &mut answer => match response {
+                        Ok(response) => break response,
+                        Err(never) => match never {},
+                    },
+                    end = closed(&mut self.stream, &mut self.buf), if !sending_shut => match end {
+                        Closed::Gone => return Ok(Next::Close),
+                        Closed::SendingShut => {
+                            sending_shut = true;
+                            self.held_stop.cancel();
+                        }
+                    },
+                }
             };
             let close = asked_close || asks_close(&response) || self.shutdown.is_cancelled();
             let writer = Writer {
@@ -318,7 +337,9 @@ impl Writer<'_> {
             let next = tokio::select! {
                 biased;
                 next = frames.next() => next,
-                () = closed(self.stream, self.buf) => return Ok(false),
+                // A stream does not end by itself, so requests behind it would never be
+                // answered: a client that shut its sending side is done with it.
+                _ = closed(self.stream, self.buf) => return Ok(false),
             };
             let mut end = false;
             match next {
@@ -375,19 +396,39 @@ impl Writer<'_> {
 
 /// Resolves when the client closes its end or the socket fails. Bytes that arrive
 /// meanwhile (a pipelined next request) are kept for later, up to [`MAX_HEAD`].
-async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) {
+/// How a client's side of the connection ended while its answer was pending.
+enum Closed {
+    /// Closed or reset with nothing more asked.
+    Gone,
+    /// Shut after more requests: it may still read their answers (they are served, in
+    /// order), or may have closed for good; only a write can tell.
+    SendingShut,
+}
+
+async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) -> Closed {
     loop {
         if buf.len() >= MAX_HEAD {
             return std::future::pending().await;
         }
         match read_some(stream, buf, READ_CHUNK).await {
-            // A client that sent its next request and then shut its sending side still
-            // gets its answers; the end is seen when that request has been served.
-            Ok(0) if !buf.is_empty() => return std::future::pending().await,
-            Ok(0) | Err(_) => return,
+            Ok(0) if !buf.is_empty() => return Closed::SendingShut,
+            Ok(0) | Err(_) => return Closed::Gone,
             Ok(_) => {}
         }
     }
+}
+
+tokio::task_local! {
+    static HELD_STOP: CancellationToken;
+}
+
+/// For a handler that holds its answer (a long poll): a token cancelled at shutdown or
+/// when the client shuts its sending side while the answer is held, so that the
+/// answer is given at once. A client that pipelined more requests and closed for good
+/// would otherwise keep the held request, its connection slot and its socket until
+/// the hold ends, with none of its own. `None` outside the lean path's requests.
+pub fn held_answer_stop() -> Option<CancellationToken> {
+    HELD_STOP.try_with(CancellationToken::clone).ok()
 }
 
 /// One read of what the kernel has. The buffer grows only once there is something to

@@ -274,19 +274,58 @@ async fn a_client_that_leaves_mid_request_changes_nothing() {
 async fn a_client_that_shuts_its_sending_side_still_gets_its_answers() {
     let server = TestServer::start().await;
     let mut conn = connect(&server).await;
-    // A long poll held for 200 ms with a second request pipelined behind it, then the
-    // client's end of the connection is shut for writing.
+    // A long poll held for a minute with a second request pipelined behind it, then the
+    // client's end of the connection is shut for writing: the held poll is answered at
+    // once, then the next request.
     send(
         &mut conn,
-        "GET /rooms/r/long-poll?client=c&timeout_ms=200 HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /rooms/r/long-poll?client=c&timeout_ms=60000 HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     conn.get_mut().shutdown().await.unwrap();
-    let poll = answer(&mut conn).await;
+    let poll = tokio::time::timeout(Duration::from_secs(10), answer(&mut conn))
+        .await
+        .expect("the held poll is answered when the client shuts its side");
     assert_eq!(poll.status, 200);
     assert!(poll.body.contains("\"messages\":[]"), "{}", poll.body);
     assert_eq!(answer(&mut conn).await.body, "ok");
     assert!(closed(&mut conn).await, "then the server closes");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_held_poll_with_more_requests_behind_it_frees_its_slot() {
+    let server = TestServer::start().await;
+    let gauge = "lab_open_connections{transport=\"long_poll\"}";
+    // A poll held for a minute with a request pipelined behind it (or a stray byte),
+    // then the socket is closed: the client holds nothing, and neither may the server.
+    for behind in ["GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "x"] {
+        let mut conn = connect(&server).await;
+        send(
+            &mut conn,
+            &format!(
+                "GET /rooms/r/long-poll?client=c&timeout_ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n{behind}"
+            ),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while server.metric(gauge).await != 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the poll was not held"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(conn);
+        while server.metric(gauge).await != 0.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a poll whose client closed is still held ({behind:?} behind it)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     server.stop().await;
 }
 
