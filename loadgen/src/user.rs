@@ -92,6 +92,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             tracker: Tracker::default(),
         },
         cursor: 0,
+        located: false,
     };
     let mut stop = Stop {
         end: None,
@@ -199,6 +200,8 @@ struct User<'a> {
     rec: UserRecord,
     /// The `after` of the next poll or reconnect.
     cursor: u64,
+    /// Whether the user has learnt where "now" was when it first connected.
+    located: bool,
 }
 
 impl User<'_> {
@@ -224,10 +227,14 @@ impl User<'_> {
         let target = &self.ctx.shared.targets[plan.target];
         let mut http = Conn::open(target, plan.source, bytes).await?;
         self.ctx.stats.borrow_mut()[plan.transport].connections += 1;
-        if !self.rec.subscribed {
+        // Where "now" is, once: a user the server refuses is owed every message from
+        // its first try, not from its last (each retry moving its start on would make
+        // a user refused all run long owe nothing, and lose nothing).
+        if !self.located {
             let now = http.newest(sub.room).await?;
             self.rec.tracker = Tracker::starting_after(now);
             self.cursor = now;
+            self.located = true;
         }
         let rx = R::open(http, sub, self.cursor).await?;
         let mut stats = self.ctx.stats.borrow_mut();

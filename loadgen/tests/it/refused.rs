@@ -58,3 +58,29 @@ fn a_server_at_its_room_limit_is_told_before_the_run() {
     // Before the users connected, not after the counted window and the drain.
     assert!(started.elapsed() < sc.duration, "{:?}", started.elapsed());
 }
+
+#[test]
+fn users_the_server_refuses_are_owed_every_message_from_their_first_try() {
+    let server = Server::with(lab::Config {
+        max_connections: 2,
+        ..lab::Config::default()
+    });
+    // Four SSE users, room for two streams: two are refused (503) until the others
+    // leave at the end of the run, then resume from where they first asked.
+    let mut sc = short(Mix::Only(transport("sse")), 4, "refused-streams");
+    sc.senders = 2;
+    let rows = server.run(&sc);
+    let row = &rows[0];
+    assert!(
+        row.errors.get("status").copied().unwrap_or(0) > 0,
+        "{:?}",
+        row.errors
+    );
+    let sent = row.messages.sent;
+    assert!(sent > 0);
+    let d = &row.deliveries;
+    // Owed from their first try, not from their last: every counted message.
+    assert_eq!(d.expected, 4 * sent, "{d:?}");
+    assert_eq!(d.received + d.lost, d.expected, "{d:?}");
+    assert_eq!(d.duplicated, 0, "{d:?}");
+}
