@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::LengthLimitError;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -66,7 +67,15 @@ async fn send(
     // and must arrive within the same time, or it would hold its connection for ever.
     let read_timeout = state.config.timeouts().read;
     let bytes = match within(read_timeout, to_bytes(body, limit)).await {
-        Some(read) => read.map_err(|_| too_large())?,
+        Some(read) => read.map_err(|e| {
+            let over = std::error::Error::source(&e).is_some_and(|s| s.is::<LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                // A chunked body that breaks its framing: bad input, not a large one.
+                ApiError::bad_request(format!("bad request body: {e}"))
+            }
+        })?,
         None => {
             return Err(ApiError::Timeout(
                 "the request body did not arrive in time".into(),

@@ -330,6 +330,31 @@ async fn a_client_that_leaves_a_held_poll_with_more_requests_behind_it_frees_its
 }
 
 #[tokio::test]
+async fn a_chunked_body_that_breaks_its_framing_is_400_not_413() {
+    let server = TestServer::start().await;
+    for chunks in [
+        "zz\r\nabc\r\n0\r\n\r\n",
+        "3\r\nabcXX0\r\n\r\n",
+        "-1\r\nx\r\n0\r\n\r\n",
+    ] {
+        let mut conn = connect(&server).await;
+        send(
+            &mut conn,
+            &format!(
+                "POST /rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}"
+            ),
+        )
+        .await;
+        let refused = answer(&mut conn).await;
+        assert_eq!(refused.status, 400, "{chunks:?}: {}", refused.body);
+        assert!(refused.body.contains("\"error\""), "{}", refused.body);
+    }
+    // Nothing was published.
+    assert_eq!(server.post("r", "u", "x").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_not_sent_within_the_read_timeout_is_answered_408_and_closed() {
     let mut config = config();
     config.read_timeout_ms = 300;
