@@ -150,31 +150,35 @@ impl Connection {
                 self.buf = BytesMut::new();
             }
             let asked_close = head.close;
-            let answer = HELD_STOP.scope(
-                self.held_stop.clone(),
-                self.service.call(head.into_request(body)),
-            );
-            let mut answer = pin!(answer);
-            let mut sending_shut = false;
-            // A client that goes away while its answer is pending (a held long poll)
-            // drops the handler at once, which frees its connection slot. One that
-            // shuts its sending side after more requests may still read its answers,
-            // or may have closed for good: a held answer is ended now, either way.
-            let response = loop {
-                tokio::select! {
-                    // An answer that is ready is written even if the client has gone.
-                    biased;
-                    response = &mut answer => match response {
-                        Ok(response) => break response,
-                        Err(never) => match never {},
-                    },
-                    end = closed(&mut self.stream, &mut self.buf), if !sending_shut => match end {
-                        Closed::Gone => return Ok(Next::Close),
-                        Closed::SendingShut => {
-                            sending_shut = true;
-                            self.held_stop.cancel();
-                        }
-                    },
+            // In a block of its own: the handler's future ends here, and does not take
+            // room in every streaming or waiting connection's state.
+            let response = {
+                let answer = HELD_STOP.scope(
+                    self.held_stop.clone(),
+                    self.service.call(head.into_request(body)),
+                );
+                let mut answer = pin!(answer);
+                let mut sending_shut = false;
+                // A client that goes away while its answer is pending (a held long
+                // poll) drops the handler at once, which frees its connection slot. One
+                // that shuts its sending side after more requests may still read its
+                // answers, or may have closed for good: a held answer is ended now.
+                loop {
+                    tokio::select! {
+                        // An answer that is ready is written even if the client has gone.
+                        biased;
+                        response = &mut answer => match response {
+                            Ok(response) => break response,
+                            Err(never) => match never {},
+                        },
+                        end = closed(&mut self.stream, &mut self.buf), if !sending_shut => match end {
+                            Closed::Gone => return Ok(Next::Close),
+                            Closed::SendingShut => {
+                                sending_shut = true;
+                                self.held_stop.cancel();
+                            }
+                        },
+                    }
                 }
             };
             let close = asked_close || asks_close(&response) || self.shutdown.is_cancelled();

@@ -162,7 +162,8 @@ impl Session {
                         Some(Ok(Message::Text(text))) => {
                             if let Err(error) = self.publish(&text) {
                                 let reply = serde_json::json!({ "error": error.to_string() }).to_string();
-                                let sent = within(write_limit, socket.send(Message::Text(reply.into())));
+                                // Boxed, as the batch's write below and for the same reason.
+                                let sent = Box::pin(within(write_limit, socket.send(Message::Text(reply.into()))));
                                 if !matches!(sent.await, Some(Ok(()))) {
                                     return;
                                 }
@@ -174,7 +175,7 @@ impl Session {
                         }
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite has queued the closing reply; send it.
-                            let _ = within(write_limit, socket.flush()).await;
+                            let _ = Box::pin(within(write_limit, socket.flush())).await;
                             return;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -191,7 +192,7 @@ impl Session {
                         return;
                     }
                     heard_since_ping = false;
-                    let sent = within(write_limit, socket.send(Message::Ping(Bytes::new())));
+                    let sent = Box::pin(within(write_limit, socket.send(Message::Ping(Bytes::new()))));
                     if !matches!(sent.await, Some(Ok(()))) {
                         return;
                     }
@@ -260,5 +261,5 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, limit: D
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = within(limit, socket.send(Message::Close(Some(frame)))).await;
+    let _ = Box::pin(within(limit, socket.send(Message::Close(Some(frame))))).await;
 }
