@@ -76,13 +76,15 @@ def judge(name, run, same_round):
         return ("short poll, 1,000 users, 1 s: p99 within 10% of interval + round trip, "
                 "requests/s within 5% of users / interval",
                 f"{p99:.1f} ms (model {model:.1f}), {per_s:.0f} requests/s (model {want:.0f}){whole}", ok)
-    rate = run["deliveries"]["received"] / run["duration_s"]
+    # Sustained: every message delivered within 100 ms of when it was due, so a
+    # server that made the senders late (their lag is not in `latency_us`) fails.
+    due_p99 = ms(run["latency_from_due_us"]["p99"])
     if name == "ws-400k":
-        return ("WS >= 400,000 deliveries/s with p99 under 100 ms",
-                f"{rate:,.0f}/s, {p99:.1f} ms{whole}", rate >= 400_000 * 0.999 and p99 < 100 and exact(run))
+        return ("WS: 400,000 deliveries/s sustained, p99 from the due time under 100 ms",
+                f"{due_p99:.1f} ms ({p99:.1f} from the send){whole}", due_p99 < 100 and exact(run))
     if name == "sse-300k":
-        return ("SSE >= 300,000 deliveries/s with p99 under 100 ms",
-                f"{rate:,.0f}/s, {p99:.1f} ms{whole}", rate >= 300_000 * 0.999 and p99 < 100 and exact(run))
+        return ("SSE: 300,000 deliveries/s sustained, p99 from the due time under 100 ms",
+                f"{due_p99:.1f} ms ({p99:.1f} from the send){whole}", due_p99 < 100 and exact(run))
     if name == "ws-10k-users":
         return "10,000 WS users at 10 msg/s: p99 <= 100 ms", f"{p99:.1f} ms{whole}", p99 <= 100 and exact(run)
     raise ValueError(name)
@@ -114,6 +116,8 @@ def main():
         ap.error("--rounds must be at least 1")
     names = [n for n, _ in RUNS]
     chosen = names if not args.only else args.only.split(",")
+    if "sse-100k" in chosen and "ws-100k" not in chosen:
+        chosen.append("ws-100k")  # SSE's target is relative to WebSocket's
     unknown = [n for n in chosen if n not in names]
     if unknown:
         ap.error(f"unknown target {', '.join(unknown)}; the targets are {', '.join(names)}")
@@ -134,7 +138,7 @@ def main():
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if done.returncode != 0:
                 what = f"{name}: loadgen failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
-                rows.setdefault(name, []).append((rnd, what, False))
+                rows.setdefault(f"{name} (the run failed)", []).append((rnd, what, False))
                 print(f"round {rnd} {what}", flush=True)
                 continue
             doc = json.load(open(path))
@@ -150,8 +154,12 @@ def main():
             if st is not None:
                 steal.append(st)
             us = server_us(run)
-            print(f"round {rnd} {name:13} {value:55} {'met' if met else 'MISSED'}"
-                  f"  server {us:.2f} us/delivery, loadgen/server CPU {r:.2f}, steal {st or 0:.1f}%", flush=True)
+            figures = ", ".join(x for x in [
+                f"server {us:.2f} us/delivery" if us is not None else "",
+                f"loadgen/server CPU {r:.2f}" if r is not None else "",
+                f"steal {st:.1f}%" if st is not None else "",
+            ] if x)
+            print(f"round {rnd} {name:13} {value:55} {'met' if met else 'MISSED'}  {figures}", flush=True)
         if not args.no_idle_memory and rnd == 1:
             lab = os.path.join(os.path.dirname(args.loadgen), "lab")
             idle = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "idle_memory.py"),

@@ -18,7 +18,7 @@ use crate::machine;
 use crate::metrics::Snapshot;
 use crate::progress::{self, Progress};
 use crate::report::RunResult;
-use crate::scenario::Scenario;
+use crate::scenario::{Mix, Scenario};
 use crate::target::{self, Target};
 use crate::transport::TRANSPORTS;
 use crate::user::UserPlan;
@@ -56,10 +56,11 @@ pub async fn health(target: &Target) -> Result<Http, LoadgenError> {
     Ok(http)
 }
 
-/// The target is healthy, answers a short poll of `room` and opens a stream in it (a
-/// short poll does not make a room): a server already at `--max-rooms` or
-/// `--max-connections` is told before the run rather than found at its end.
-async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
+/// The target is healthy, answers a short poll of `room` and, if `stream`, opens a
+/// stream in it (a short poll does not make a room): a server already at
+/// `--max-rooms` or `--max-connections` is told before the run rather than found at
+/// its end.
+async fn preflight(target: &Target, room: &str, stream: bool) -> Result<(), LoadgenError> {
     let not_lab = |what: &str, e: ClientError| LoadgenError::NotLab {
         target: target.url.clone(),
         reason: format!("{what} of room {room}: {e}"),
@@ -68,6 +69,9 @@ async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
     http.newest(room)
         .await
         .map_err(|e| not_lab("short poll", e))?;
+    if !stream {
+        return Ok(());
+    }
     // The stream is closed as soon as its head has come, with the connection.
     let opened = http
         .try_open(&format!("/rooms/{room}/events"))
@@ -77,6 +81,12 @@ async fn preflight(target: &Target, room: &str) -> Result<(), LoadgenError> {
         target: target.url.clone(),
         reason: format!("an SSE stream in room {room} was answered {answer}"),
     })
+}
+
+/// Whether the run's users hold connections the server counts (streams, WebSockets,
+/// long polls): a short-poll run needs no slot, so it is not refused for want of one.
+fn holds_connections(mix: Mix) -> bool {
+    !matches!(mix, Mix::Only(t) if TRANSPORTS[t].name == "poll")
 }
 
 /// The longest long-poll `timeout_ms` the protocol allows.
@@ -150,7 +160,7 @@ pub fn run(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, LoadgenE
 
 async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, LoadgenError> {
     for t in targets {
-        preflight(t, &sc.room).await?;
+        preflight(t, &sc.room, holds_connections(sc.mix)).await?;
     }
     let clock = Clock::new();
     let t_start = Instant::now() + Duration::from_millis(20);

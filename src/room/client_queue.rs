@@ -60,7 +60,9 @@ impl ClientQueue {
             if after != subscription.cursor() {
                 let newest = subscription.room().newest();
                 if after > newest {
-                    subscription.seek(after);
+                    // The queue goes on from the newest id too: a next poll without
+                    // `after` must not pass over the ids up to this one.
+                    subscription.seek(newest);
                     return (Batch::default(), newest);
                 }
             }

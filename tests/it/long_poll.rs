@@ -116,6 +116,16 @@ async fn an_after_beyond_the_newest_id_answers_where_now_is() {
         .await;
     assert!(ids.is_empty());
     assert_eq!(body["last_id"], 5, "{body}");
+    // Its queue went on from where now was: a client that polls on without `after`
+    // after such an answer is not made to pass over the ids up to its old one.
+    server
+        .poll("/rooms/r/long-poll?client=d&after=100&timeout_ms=0")
+        .await;
+    server.post("r", "u", "next").await;
+    let (ids, _) = server
+        .poll("/rooms/r/long-poll?client=d&timeout_ms=0")
+        .await;
+    assert_eq!(ids, vec![6]);
     server.stop().await;
 }
 

@@ -69,7 +69,7 @@ fn poll_delivers_every_counted_message_once() {
     // the drain, which a short-poll user ends within about one interval): users /
     // interval, 50 a second, not the count over the window alone.
     assert!(
-        r.counted_s >= r.duration_s && r.counted_s < r.duration_s + 3.0,
+        r.counted_s > r.duration_s - 0.5 && r.counted_s < r.duration_s + 3.0,
         "counted {} s",
         r.counted_s
     );

@@ -84,3 +84,16 @@ fn users_the_server_refuses_are_owed_every_message_from_their_first_try() {
     assert_eq!(d.received + d.lost, d.expected, "{d:?}");
     assert_eq!(d.duplicated, 0, "{d:?}");
 }
+
+#[test]
+fn a_short_poll_run_needs_no_connection_slot() {
+    // Polls are not held: a server with no slot for a stream still serves them all.
+    let server = Server::with(lab::Config {
+        max_connections: 0,
+        ..lab::Config::default()
+    });
+    let sc = short(Mix::Only(transport("poll")), 3, "refused-no-slots");
+    let rows = server.run(&sc);
+    let d = &rows[0].deliveries;
+    assert!(d.expected > 0 && d.lost == 0, "{d:?}");
+}
