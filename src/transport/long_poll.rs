@@ -21,14 +21,24 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 25_000;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/rooms/{room}/long-poll", get(long_poll).head(head))
+    Router::new().route(
+        "/rooms/{room}/long-poll",
+        get(long_poll).head(head).fallback(other_method),
+    )
 }
 
 /// A HEAD would take the client's queued messages and throw the body away.
 async fn head() -> Response {
-    let mut refused =
-        ApiError::MethodNotAllowed("HEAD would take the client's messages; use GET".into())
-            .into_response();
+    only_get("HEAD would take the client's messages; use GET")
+}
+
+/// Any other method: the same `Allow` as HEAD's refusal (axum's own would offer HEAD).
+async fn other_method() -> Response {
+    only_get("method not allowed on this path")
+}
+
+fn only_get(why: &str) -> Response {
+    let mut refused = ApiError::MethodNotAllowed(why.into()).into_response();
     refused
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET"));

@@ -118,6 +118,15 @@ async fn bad_paths_and_parameters() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 405);
     assert_eq!(response.headers()["allow"], "GET");
+    // Nor does any other method's refusal offer HEAD there.
+    let response = server
+        .http
+        .post(server.url("/rooms/r/long-poll?client=c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    expect_error(response, 405).await;
     // Still serving.
     assert_eq!(server.post("r", "u", "after errors").await, 1);
     server.stop().await;
