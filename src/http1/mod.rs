@@ -14,9 +14,12 @@ mod request;
 mod response;
 mod rewind;
 
+use std::cell::Cell;
+use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -82,12 +85,13 @@ pub async fn serve(
         stream,
         buf: BytesMut::new(),
         service,
-        held_stop: shutdown.child_token(),
         shutdown,
         timeouts,
         idle_timer: None,
     };
-    if let Ok(Next::Hyper) = connection.serve_requests().await {
+    // The flag a held answer reads to learn that its client has shut its sending side.
+    let served = SENDING_SHUT.scope(Cell::new(false), connection.serve_requests());
+    if let Ok(Next::Hyper) = served.await {
         connection.hand_to_hyper().await;
     }
 }
@@ -98,9 +102,6 @@ struct Connection {
     buf: BytesMut,
     service: Service,
     shutdown: CancellationToken,
-    /// Cancelled with `shutdown`, or when the client shuts its sending side while an
-    /// answer is held (see [`held_answer_stop`]).
-    held_stop: CancellationToken,
     timeouts: Arc<Timeouts>,
     /// The keep-alive timer (see [`Connection::read_within`]).
     idle_timer: Option<Pin<Box<Sleep>>>,
@@ -150,49 +151,33 @@ impl Connection {
                 self.buf = BytesMut::new();
             }
             let asked_close = head.close;
-            // In a block of its own: the handler's future ends here, and does not take
-            // room in every streaming or waiting connection's state.
-            let response = {
-                let answer = HELD_STOP.scope(
-                    self.held_stop.clone(),
-                    self.service.call(head.into_request(body)),
-                );
-                let mut answer = pin!(answer);
-                let mut sending_shut = false;
-                // A client that goes away while its answer is pending (a held long
-                // poll) drops the handler at once, which frees its connection slot. One
-                // that shuts its sending side after more requests may still read its
-                // answers, or may have closed for good: a held answer is ended now.
-                loop {
-                    tokio::select! {
-                        // An answer that is ready is written even if the client has gone.
-                        biased;
-                        response = &mut answer => match response {
-                            Ok(response) => break response,
-                            Err(never) => match never {},
-                        },
-                        end = closed(&mut self.stream, &mut self.buf), if !sending_shut => match end {
-                            Closed::Gone => return Ok(Next::Close),
-                            Closed::SendingShut => {
-                                sending_shut = true;
-                                self.held_stop.cancel();
-                            }
-                        },
-                    }
-                }
+            let answer = self.service.call(head.into_request(body));
+            // A client that goes away while its answer is pending (a held long poll)
+            // drops the handler at once, which frees its connection slot.
+            let response = tokio::select! {
+                // An answer that is ready is written even if the client has gone.
+                biased;
+                response = answer => match response {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                () = gone(&mut self.stream, &mut self.buf) => return Ok(Next::Close),
             };
             let close = asked_close || asks_close(&response) || self.shutdown.is_cancelled();
-            let writer = Writer {
-                stream: &mut self.stream,
-                buf: &mut self.buf,
-                timeout: self.timeouts.write,
-            };
-            if !writer.write_response(response, close).await? {
+            if !self.writer().write_response(response, close).await? {
                 return Ok(Next::Close);
             }
             if close || self.shutdown.is_cancelled() {
                 return Ok(Next::Close);
             }
+        }
+    }
+
+    fn writer(&mut self) -> Writer<'_> {
+        Writer {
+            stream: &mut self.stream,
+            buf: &mut self.buf,
+            timeout: self.timeouts.write,
         }
     }
 
@@ -215,13 +200,8 @@ impl Connection {
                     }
                     Ok(None) | Err(request::NotLean::Other) => return Ok(Err(Next::Hyper)),
                     Err(request::NotLean::Malformed(why)) => {
-                        let writer = Writer {
-                            stream: &mut self.stream,
-                            buf: &mut self.buf,
-                            timeout: self.timeouts.write,
-                        };
                         let refused = ApiError::bad_request(why).into_response();
-                        let _ = writer.write_response(refused, true).await;
+                        let _ = self.writer().write_response(refused, true).await;
                         return Ok(Err(Next::Close));
                     }
                 }
@@ -398,8 +378,6 @@ impl Writer<'_> {
     }
 }
 
-/// Resolves when the client closes its end or the socket fails. Bytes that arrive
-/// meanwhile (a pipelined next request) are kept for later, up to [`MAX_HEAD`].
 /// How a client's side of the connection ended while its answer was pending.
 enum Closed {
     /// Closed or reset with nothing more asked.
@@ -409,6 +387,8 @@ enum Closed {
     SendingShut,
 }
 
+/// Resolves when the client closes its end or the socket fails. Bytes that arrive
+/// meanwhile (a pipelined next request) are kept for later, up to [`MAX_HEAD`].
 async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) -> Closed {
     loop {
         if buf.len() >= MAX_HEAD {
@@ -422,17 +402,41 @@ async fn closed(stream: &mut TcpStream, buf: &mut BytesMut) -> Closed {
     }
 }
 
-tokio::task_local! {
-    static HELD_STOP: CancellationToken;
+/// Resolves when the client has gone while its answer is pending. One that shut its
+/// sending side with more requests sent may still read their answers, or may have
+/// closed for good; only a write can tell. Its held answer is asked to end now
+/// ([`sending_shut`]), and polled again, so that it is written and the requests
+/// behind it follow.
+async fn gone(stream: &mut TcpStream, buf: &mut BytesMut) {
+    match closed(stream, buf).await {
+        Closed::Gone => {}
+        Closed::SendingShut => {
+            SENDING_SHUT.with(|s| s.set(true));
+            tokio::task::yield_now().await;
+            std::future::pending().await
+        }
+    }
 }
 
-/// For a handler that holds its answer (a long poll): a token cancelled at shutdown or
-/// when the client shuts its sending side while the answer is held, so that the
-/// answer is given at once. A client that pipelined more requests and closed for good
-/// would otherwise keep the held request, its connection slot and its socket until
-/// the hold ends, with none of its own. `None` outside the lean path's requests.
-pub fn held_answer_stop() -> Option<CancellationToken> {
-    HELD_STOP.try_with(CancellationToken::clone).ok()
+tokio::task_local! {
+    /// Set, for a connection on the lean path, when its client shuts its sending side.
+    static SENDING_SHUT: Cell<bool>;
+}
+
+/// For a handler that holds its answer (a long poll): completes once the client has
+/// shut its sending side while the answer is held, so that it is given at once. A
+/// client that pipelined more requests and closed for good would otherwise keep the
+/// held request, its connection slot and its socket until the hold ends, with none
+/// of its own. Never completes outside the lean path's requests. It keeps no waker:
+/// the connection loop has the handler polled again as soon as it has set the flag.
+pub fn sending_shut() -> impl Future<Output = ()> {
+    std::future::poll_fn(|_| {
+        if SENDING_SHUT.try_with(Cell::get).unwrap_or(false) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 /// One read of what the kernel has. The buffer grows only once there is something to

@@ -5,6 +5,7 @@
 //! map by client name, dropped after `--client-idle-ms` without a poll.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,13 +43,15 @@ impl ClientQueue {
     /// published while the answer is written is not skipped; but for an `after` beyond
     /// the room's newest id (a client back from before a restart) the newest id, at
     /// once, as a short poll answers it: held, such a poll would pass over every message
-    /// up to `after`. Answers empty at once when `stop` is cancelled.
+    /// up to `after`. Answers empty at once when `stop` is cancelled or `released`
+    /// completes (a zero-sized future is best: it is kept in every held poll's state).
     pub async fn poll(
         &self,
         after: Option<u64>,
         limit: usize,
         deadline: Instant,
         stop: &CancellationToken,
+        released: impl Future<Output = ()>,
     ) -> (Batch, u64) {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.superseded.notify_waiters();
@@ -76,6 +79,7 @@ impl ClientQueue {
             _ = tokio::time::sleep_until(deadline) => Batch::default(),
             _ = self.superseded_since(generation) => Batch::default(),
             _ = stop.cancelled() => Batch::default(),
+            () = released => Batch::default(),
         };
         self.touch();
         let cursor = subscription.cursor();

@@ -221,7 +221,13 @@ async fn a_long_poll_times_out_empty() {
     let client = room.client("c").unwrap();
     let started = Instant::now();
     let (batch, cursor) = client
-        .poll(None, 100, started + Duration::from_millis(500), never())
+        .poll(
+            None,
+            100,
+            started + Duration::from_millis(500),
+            never(),
+            std::future::pending(),
+        )
         .await;
     assert!(batch.is_empty());
     assert_eq!(cursor, 2);
@@ -233,13 +239,23 @@ async fn a_long_poll_keeps_messages_posted_between_polls() {
     let room = room(10, 10);
     let client = room.client("c").unwrap();
     let soon = || Instant::now() + Duration::from_millis(10);
-    assert!(client.poll(None, 100, soon(), never()).await.0.is_empty());
+    assert!(
+        client
+            .poll(None, 100, soon(), never(), std::future::pending())
+            .await
+            .0
+            .is_empty()
+    );
     post(&room, 3);
-    let (batch, cursor) = client.poll(None, 100, soon(), never()).await;
+    let (batch, cursor) = client
+        .poll(None, 100, soon(), never(), std::future::pending())
+        .await;
     assert_eq!(ids(&batch), vec![1, 2, 3]);
     assert_eq!(cursor, 3);
     // `after` re-asks for what an answer lost in transit carried.
-    let (batch, _) = client.poll(Some(1), 100, soon(), never()).await;
+    let (batch, _) = client
+        .poll(Some(1), 100, soon(), never(), std::future::pending())
+        .await;
     assert_eq!(ids(&batch), vec![2, 3]);
 }
 
@@ -250,12 +266,20 @@ async fn a_newer_poll_releases_an_older_one() {
     let far = Instant::now() + Duration::from_secs(30);
     let older = {
         let client = client.clone();
-        tokio::spawn(async move { client.poll(None, 100, far, never()).await })
+        tokio::spawn(async move {
+            client
+                .poll(None, 100, far, never(), std::future::pending())
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
     let newer = {
         let client = client.clone();
-        tokio::spawn(async move { client.poll(None, 100, far, never()).await })
+        tokio::spawn(async move {
+            client
+                .poll(None, 100, far, never(), std::future::pending())
+                .await
+        })
     };
     let started = Instant::now();
     assert!(older.await.unwrap().0.is_empty());
@@ -290,7 +314,13 @@ async fn a_held_poll_keeps_its_queue_alive() {
     let client = room.client("c").unwrap();
     let held = tokio::spawn(async move {
         client
-            .poll(None, 10, Instant::now() + Duration::from_secs(30), never())
+            .poll(
+                None,
+                10,
+                Instant::now() + Duration::from_secs(30),
+                never(),
+                std::future::pending(),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -309,7 +339,7 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
     let soon = || Instant::now() + Duration::from_millis(10);
     room.client("c")
         .unwrap()
-        .poll(None, 10, soon(), never())
+        .poll(None, 10, soon(), never(), std::future::pending())
         .await;
     post(&room, 2);
     tokio::time::advance(Duration::from_secs(2)).await;
@@ -317,7 +347,7 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
     let (batch, cursor) = room
         .client("c")
         .unwrap()
-        .poll(None, 10, soon(), never())
+        .poll(None, 10, soon(), never(), std::future::pending())
         .await;
     assert!(batch.is_empty());
     assert_eq!(cursor, 2);
@@ -325,7 +355,7 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
     let (batch, _) = room
         .client("c")
         .unwrap()
-        .poll(Some(0), 10, soon(), never())
+        .poll(Some(0), 10, soon(), never(), std::future::pending())
         .await;
     assert_eq!(ids(&batch), vec![1, 2]);
 }

@@ -81,8 +81,15 @@ async fn long_poll(
 
     // A held poll is answered, empty, when the server stops or the client shuts its
     // sending side.
-    let stop = crate::http1::held_answer_stop().unwrap_or_else(|| state.shutdown.clone());
-    let (batch, last_id) = queue.poll(params.after, limit, deadline, &stop).await;
+    let (batch, last_id) = queue
+        .poll(
+            params.after,
+            limit,
+            deadline,
+            &state.shutdown,
+            crate::http1::sending_shut(),
+        )
+        .await;
     let body = common::poll_body(&batch.messages, last_id, batch.gap);
     metrics.delivered(batch.messages.len(), body.len());
     Ok(common::json_response(StatusCode::OK, body))
