@@ -4,6 +4,7 @@
 //! ready as one batch with one flush, reads frames the client sends, pings an idle
 //! peer and closes one that stops answering.
 
+use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -148,10 +149,7 @@ impl Session {
                     return;
                 }
                 batch = self.subscription.next(BATCH) => {
-                    // Boxed: the write and its timer live only while a batch is being
-                    // written, not in every idle session's state (about 600 bytes).
-                    let write = within(write_limit, write_batch(&mut socket, batch, &self.metrics));
-                    if !matches!(Box::pin(write).await, Some(Ok(()))) {
+                    if !in_time(write_limit, write_batch(&mut socket, batch, &self.metrics)).await {
                         return;
                     }
                 }
@@ -162,9 +160,7 @@ impl Session {
                         Some(Ok(Message::Text(text))) => {
                             if let Err(error) = self.publish(&text) {
                                 let reply = serde_json::json!({ "error": error.to_string() }).to_string();
-                                // Boxed, as the batch's write below and for the same reason.
-                                let sent = Box::pin(within(write_limit, socket.send(Message::Text(reply.into()))));
-                                if !matches!(sent.await, Some(Ok(()))) {
+                                if !in_time(write_limit, socket.send(Message::Text(reply.into()))).await {
                                     return;
                                 }
                             }
@@ -175,7 +171,7 @@ impl Session {
                         }
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite has queued the closing reply; send it.
-                            let _ = Box::pin(within(write_limit, socket.flush())).await;
+                            in_time(write_limit, socket.flush()).await;
                             return;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -192,8 +188,7 @@ impl Session {
                         return;
                     }
                     heard_since_ping = false;
-                    let sent = Box::pin(within(write_limit, socket.send(Message::Ping(Bytes::new()))));
-                    if !matches!(sent.await, Some(Ok(()))) {
+                    if !in_time(write_limit, socket.send(Message::Ping(Bytes::new()))).await {
                         return;
                     }
                 }
@@ -261,5 +256,16 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, limit: D
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = Box::pin(within(limit, socket.send(Message::Close(Some(frame))))).await;
+    in_time(limit, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// Whether `write` finished, without error, within `limit`. Boxed before it is
+/// awaited: a write and its timer live only while it runs, not in every idle
+/// session's state (about 600 bytes for a batch's).
+fn in_time<E>(
+    limit: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> impl Future<Output = bool> {
+    let write = Box::pin(within(limit, write));
+    async move { matches!(write.await, Some(Ok(()))) }
 }
