@@ -181,10 +181,7 @@ impl Http {
             return Ok(Ok(()));
         }
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Err(format!(
-            "{status} {}",
-            String::from_utf8_lossy(&body).trim()
-        )))
+        Ok(Err(said(status, &body)))
     }
 
     /// The room's newest id (a short poll with `after` beyond any id).
@@ -193,6 +190,11 @@ impl Http {
         crate::wire::last_id(&body)
             .map_err(|_| ClientError::Protocol("short poll answer is not a page".into()))
     }
+}
+
+/// A refusal as the server said it: the status and the answer's body.
+pub(crate) fn said(status: StatusCode, body: &[u8]) -> String {
+    format!("{status} {}", String::from_utf8_lossy(body).trim())
 }
 
 fn expect_status(

@@ -96,8 +96,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
 
-    // A reader that closed its end (`loadgen | head`) must not cost the run its JSON.
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), report::table(&rows).as_bytes());
+    report::print(&report::table(&rows));
     let mode = args
         .mixes()
         .iter()

@@ -227,6 +227,12 @@ fn cells(r: &RunResult) -> [String; 20] {
     ]
 }
 
+/// Writes `text` to standard output. A reader that closed its end (`loadgen | head`)
+/// must not cost a run what it writes to files after, so that error is let go.
+pub fn print(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+}
+
 /// The table for people: one row per run, columns aligned.
 pub fn table(rows: &[RunResult]) -> String {
     let body: Vec<[String; 20]> = rows.iter().map(cells).collect();

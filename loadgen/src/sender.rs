@@ -170,10 +170,9 @@ async fn post(
         .map_err(|e| (e.kind(), None))?;
     pool.idle.borrow_mut().push(http);
     if status != StatusCode::CREATED {
-        let said = format!("{status} {}", String::from_utf8_lossy(&answer).trim());
         return Err((
             ClientError::status(status.as_u16(), &path).kind(),
-            Some(said),
+            Some(crate::conn::said(status, &answer)),
         ));
     }
     let posted: Posted = serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;

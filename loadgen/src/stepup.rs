@@ -251,8 +251,7 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
         crate::sweep::record::csv(&records),
     )?;
     write(&dir.join("step-up.md"), text.clone())?;
-    // Written to files above; a closed standard output loses nothing.
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    crate::report::print(&text);
     Ok(dir)
 }
 
