@@ -131,6 +131,20 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no metric {series}"))
     }
 
+    /// A WebSocket handshake for `path` with `key`, sent as a plain GET: the answer,
+    /// whether `101` or a refusal.
+    pub async fn ws_handshake(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Waits up to 5 s for a metric to reach `value`.
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
         for _ in 0..100 {

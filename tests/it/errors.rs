@@ -169,15 +169,8 @@ async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
         .unwrap();
     assert!(expect_error(response, 503).await.contains("connections"));
     let response = server
-        .http
-        .get(server.url("/rooms/one/ws"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
+        .ws_handshake("/rooms/one/ws", "dGhlIHNhbXBsZSBub25jZQ==")
+        .await;
     expect_error(response, 503).await;
 
     // The stream that holds the slot still gets messages.

@@ -309,22 +309,10 @@ async fn a_client_that_leaves_a_held_poll_with_more_requests_behind_it_frees_its
             ),
         )
         .await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while server.metric(gauge).await != 1.0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the poll was not held"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Held, then let go once its client has closed.
+        server.wait_for_metric(gauge, 1.0).await;
         drop(conn);
-        while server.metric(gauge).await != 0.0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "a poll whose client closed is still held ({behind:?} behind it)"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        server.wait_for_metric(gauge, 0.0).await;
     }
     server.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -131,16 +132,6 @@ async fn a_handshake_whose_key_is_not_16_bytes_of_base64_is_400() {
     let mut config = config();
     config.max_rooms = 1;
     let server = TestServer::with(config).await;
-    let upgrade = |key: &'static str| {
-        server
-            .http
-            .get(server.url("/rooms/r/ws"))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", key)
-            .send()
-    };
     for key in [
         "abc",
         "dGhlIHNhbXBsZSBub25jZQ",
@@ -148,7 +139,7 @@ async fn a_handshake_whose_key_is_not_16_bytes_of_base64_is_400() {
         "dGhlIHNhbXBsZSBub25*ZQ==",
         "dGhlIHNhbXBsZSBub25jZSEh",
     ] {
-        let response = upgrade(key).await.unwrap();
+        let response = server.ws_handshake("/rooms/r/ws", key).await;
         assert_eq!(response.status(), 400, "{key}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(
@@ -163,15 +154,8 @@ async fn a_handshake_whose_key_is_not_16_bytes_of_base64_is_400() {
     assert_eq!(server.post("other", "u", "x").await, 1);
     // The RFC's own example key is taken (in the room that exists).
     let taken = server
-        .http
-        .get(server.url("/rooms/other/ws"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
+        .ws_handshake("/rooms/other/ws", "dGhlIHNhbXBsZSBub25jZQ==")
+        .await;
     assert_eq!(taken.status(), 101);
     server.stop().await;
 }
@@ -240,13 +224,7 @@ async fn a_peer_that_stops_reading_while_owed_replies_is_let_go_after_the_write_
     // Writes are given two ping periods: 200 ms.
     config.ws_ping_ms = 100;
     let server = TestServer::with(config).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(server.ws_url("/rooms/r/ws?user=u"), stream)
-        .await
-        .unwrap();
-    let (mut tx, _never_read) = ws.split();
+    let (mut tx, _never_read) = never_reading(&server, "/rooms/r/ws?user=u").await;
     // Frames that each get an error frame back, until the server stops taking them.
     let flood = tokio::spawn(async move {
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -257,19 +235,31 @@ async fn a_peer_that_stops_reading_while_owed_replies_is_let_go_after_the_write_
             }
         }
     });
-    let open = "lab_open_connections{transport=\"ws\"}";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while server.metric(open).await != 0.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session of a peer that does not read its replies is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The session of a peer that does not read its replies is closed.
+    server
+        .wait_for_metric("lab_open_connections{transport=\"ws\"}", 0.0)
+        .await;
     flood.abort();
     // The room is unaffected.
     assert_eq!(server.post("r", "u", "after").await, 1);
     server.stop().await;
+}
+
+type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A WebSocket to `path` with a 4 KiB receive buffer, split: the caller keeps the
+/// reading half and never reads it, so the server's writes soon cannot proceed.
+async fn never_reading(
+    server: &TestServer,
+    path: &str,
+) -> (SplitSink<RawWs, Message>, SplitStream<RawWs>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url(path), stream)
+        .await
+        .unwrap();
+    ws.split()
 }
 
 /// The resident memory of this process, in bytes.
@@ -287,13 +277,7 @@ fn rss_bytes() -> u64 {
 #[tokio::test]
 async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
     let server = TestServer::start().await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(server.ws_url("/rooms/r/ws"), stream)
-        .await
-        .unwrap();
-    let (mut tx, _never_read) = ws.split();
+    let (mut tx, _never_read) = never_reading(&server, "/rooms/r/ws").await;
     let before = rss_bytes();
     // 400,000 pings of 125 bytes: 50 MB of pongs owed to a peer that reads none.
     let payload = bytes::Bytes::from(vec![b'p'; 125]);
