@@ -93,11 +93,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for StrictQuery<T>
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let raw = parts.uri.query().unwrap_or_default();
-        let utf8 = raw.split(['&', '=']).all(|part| {
-            percent_encoding::percent_decode_str(part)
-                .decode_utf8()
-                .is_ok()
-        });
+        // A query without escapes is the URI's own text, UTF-8 already: the usual poll
+        // is not decoded twice.
+        let utf8 = !raw.contains('%')
+            || raw.split(['&', '=']).all(|part| {
+                percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .is_ok()
+            });
         if !utf8 {
             return Err(ApiError::bad_request(
                 "query string: a percent-escaped value is not UTF-8",
