@@ -73,8 +73,13 @@ async fn long_poll(
         )));
     }
     // The slot first: a refused poll must not leave a room or a client queue behind.
+    // A poll with `timeout_ms=0` is answered at once, never held: it takes no slot.
     common::check_room(&room)?;
-    let _slot = state.connections.acquire(&metrics.open_connections)?;
+    let _slot = if timeout_ms > 0 {
+        Some(state.connections.acquire(&metrics.open_connections)?)
+    } else {
+        None
+    };
     let room = state.rooms.get_or_create(&room)?;
     let queue = room.client(&client)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);

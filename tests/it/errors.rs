@@ -173,6 +173,20 @@ async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
         .await;
     expect_error(response, 503).await;
 
+    // A long poll that will be held needs the slot; one answered at once does not.
+    let response = server
+        .http
+        .get(server.url("/rooms/one/long-poll?client=a&timeout_ms=50"))
+        .send()
+        .await
+        .unwrap();
+    assert!(expect_error(response, 503).await.contains("connections"));
+    let (status, body) = server
+        .get_json("/rooms/one/long-poll?client=a&timeout_ms=0")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["last_id"], 1);
+
     // The stream that holds the slot still gets messages.
     assert_eq!(server.post("one", "u", "y").await, 2);
     assert_eq!(sse_next(&mut events).await["id"], 2);
@@ -188,7 +202,7 @@ async fn a_refused_request_leaves_no_room_or_client_behind() {
     let server = TestServer::with(config).await;
     for path in [
         "/rooms/a/events",
-        "/rooms/a/long-poll?client=c&timeout_ms=0",
+        "/rooms/a/long-poll?client=c&timeout_ms=50",
     ] {
         let response = server.http.get(server.url(path)).send().await.unwrap();
         expect_error(response, 503).await;
