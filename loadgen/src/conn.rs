@@ -30,6 +30,19 @@ pub const NOW: u64 = 9_007_199_254_740_991;
 /// How long a connect may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a request may wait for its whole answer (a stream: for its head). A
+/// server that takes a request and never answers must not hold a run past its end.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `request`'s outcome, or [`ClientError::Timeout`] after [`ANSWER_TIMEOUT`].
+pub(crate) async fn answered<T>(
+    request: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, request)
+        .await
+        .unwrap_or(Err(ClientError::Timeout))
+}
+
 /// A TCP stream that adds every byte it reads to a shared counter.
 pub struct Counted {
     inner: TcpStream,
@@ -151,10 +164,13 @@ impl Http {
         expect_status(resp, StatusCode::OK, path)
     }
 
-    /// `GET path`, expecting `200`; the whole body.
+    /// `GET path`, expecting `200`; the whole body, within [`ANSWER_TIMEOUT`].
     pub async fn get_body(&mut self, path: &str) -> Result<Bytes, ClientError> {
-        let resp = self.get(path).await?;
-        Ok(resp.into_body().collect().await?.to_bytes())
+        answered(async {
+            let resp = self.get(path).await?;
+            Ok(resp.into_body().collect().await?.to_bytes())
+        })
+        .await
     }
 
     /// `POST path` with a JSON body; the status and the whole answer body.
@@ -172,16 +188,20 @@ impl Http {
     }
 
     /// Opens `GET path` and closes it once the head has come: `Ok` for a `200`, else
-    /// the status and the answer's body, as the server gave them.
+    /// the status and the answer's body, as the server gave them (within
+    /// [`ANSWER_TIMEOUT`]).
     pub async fn try_open(&mut self, path: &str) -> Result<Result<(), String>, ClientError> {
         let req = self.request(Method::GET, path, Bytes::new());
-        let resp = self.send(req).await?;
-        let status = resp.status();
-        if status == StatusCode::OK {
-            return Ok(Ok(()));
-        }
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Err(said(status, &body)))
+        answered(async {
+            let resp = self.send(req).await?;
+            let status = resp.status();
+            if status == StatusCode::OK {
+                return Ok(Ok(()));
+            }
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok(Err(said(status, &body)))
+        })
+        .await
     }
 
     /// The room's newest id (a short poll with `after` beyond any id).

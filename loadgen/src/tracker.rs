@@ -66,6 +66,14 @@ impl Tracker {
         self.last
     }
 
+    /// The highest id up to which every id above the start was seen.
+    pub fn complete_through(&self) -> u64 {
+        match self.missing.iter().map(|r| *r.start()).min() {
+            Some(first_missing) => first_missing - 1,
+            None => self.last,
+        }
+    }
+
     /// Records one delivery of `id`; whether it was the first delivery of that id.
     pub fn see(&mut self, id: u64) -> bool {
         if id == self.last + 1 {
@@ -178,6 +186,21 @@ mod tests {
         let gaps = seen(0, &[1, 2, 5, 6, 9]);
         assert_eq!(gaps.runs().collect::<Vec<_>>(), [1..=2, 5..=6, 9..=9]);
         assert_eq!(gaps.missing, [3..=4, 7..=8]);
+    }
+
+    #[test]
+    fn complete_through_stops_at_the_first_missing_id() {
+        assert_eq!(seen(5, &[]).complete_through(), 5);
+        assert_eq!(seen(0, &[1, 2, 3]).complete_through(), 3);
+        let mut t = seen(0, &[1, 2, 5, 9]);
+        assert_eq!(t.complete_through(), 2);
+        t.see(3);
+        t.see(4);
+        assert_eq!(t.complete_through(), 5);
+        for id in 6..=8 {
+            t.see(id);
+        }
+        assert_eq!(t.complete_through(), 9);
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! reconnecting from the highest id seen whenever the connection breaks.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
+use crate::conn::answered;
 use crate::error::ClientError;
 use crate::h1::Conn;
 use crate::tracker::Tracker;
@@ -56,8 +58,19 @@ impl Stop {
         self.deadline = Some(Instant::now() + self.drain);
     }
 
-    fn reached(&self, last: u64) -> bool {
-        self.end.is_some_and(|e| last >= e) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    /// `through`: the highest id up to which the user has every id
+    /// ([`Tracker::complete_through`]). A user that has the last id but not one
+    /// before it reads on until the drain ends: the missing one may be behind it.
+    fn reached(&self, through: u64) -> bool {
+        self.end.is_some_and(|e| through >= e) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Points `timer` at the drain's deadline once it is known.
+    fn arm(&self, timer: Pin<&mut Sleep>, armed: &mut Option<Instant>, far: Instant) {
+        if self.deadline != *armed {
+            *armed = self.deadline;
+            timer.reset(armed.unwrap_or(far));
+        }
     }
 }
 
@@ -126,29 +139,57 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                 None => {}
             }
         }
-        if stop.reached(user.rec.tracker.last()) {
+        let through = user.rec.tracker.complete_through();
+        if stop.reached(through) {
             break;
         }
         let rx = match &mut receiver {
             Some(rx) => rx,
-            None => match user.subscribe::<R>(&plan, &sub, started).await {
-                Ok(rx) => receiver.insert(rx),
-                Err(e) => {
-                    user.error(&e);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
+            None => {
+                // Raced with the end of the run like a receive: a server that takes
+                // the request and never answers must not hold the user (and the run)
+                // past the drain.
+                let subscribed = {
+                    let attempt = answered(user.subscribe::<R>(&plan, &sub, started));
+                    tokio::pin!(attempt);
+                    loop {
+                        stop.arm(deadline.as_mut(), &mut armed, far);
+                        tokio::select! {
+                            biased;
+                            r = &mut attempt => break Some(r),
+                            _ = &mut finals, if stop.end.is_none() => {
+                                match ctx.finals.get() {
+                                    Some(Some(f)) => stop.set(f[plan.target]),
+                                    _ => break 'run,
+                                }
+                                if stop.reached(through) {
+                                    break 'run;
+                                }
+                            }
+                            _ = &mut deadline, if stop.deadline.is_some() => break None,
+                        }
+                    }
+                };
+                match subscribed {
+                    Some(Ok(rx)) => receiver.insert(rx),
+                    Some(Err(e)) => {
+                        user.error(&e);
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                    // The drain ended with the request unanswered.
+                    None => {
+                        user.error(&ClientError::Timeout);
+                        break;
+                    }
                 }
-            },
+            }
         };
         let got = {
             let next = rx.next(&sub, user.cursor);
             tokio::pin!(next);
             loop {
-                if stop.deadline != armed {
-                    armed = stop.deadline;
-                    deadline.as_mut().reset(armed.unwrap_or(far));
-                }
-                let last = user.rec.tracker.last();
+                stop.arm(deadline.as_mut(), &mut armed, far);
                 tokio::select! {
                     biased;
                     r = &mut next => break r,
@@ -157,13 +198,13 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                             Some(Some(f)) => stop.set(f[plan.target]),
                             _ => break 'run,
                         }
-                        if stop.reached(last) {
+                        if stop.reached(user.rec.tracker.complete_through()) {
                             break 'run;
                         }
                     }
                     _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
                         user.leave(&plan, &mut stop).await;
-                        if stop.reached(last) {
+                        if stop.reached(user.rec.tracker.complete_through()) {
                             break 'run;
                         }
                     }
@@ -257,10 +298,11 @@ impl User<'_> {
     async fn leave(&mut self, plan: &UserPlan, stop: &mut Stop) {
         let target = &self.ctx.shared.targets[plan.target];
         let room = &self.ctx.shared.scenario.room;
-        let newest = match Conn::open(target, plan.source, Default::default()).await {
-            Ok(mut http) => http.newest(room).await,
-            Err(e) => Err(e),
-        };
+        let newest = answered(async {
+            let mut http = Conn::open(target, plan.source, Default::default()).await?;
+            http.newest(room).await
+        })
+        .await;
         let end = newest.unwrap_or_else(|e| {
             self.error(&e);
             self.rec.tracker.last()

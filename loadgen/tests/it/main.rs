@@ -11,3 +11,4 @@ mod refused;
 mod schema;
 mod sweep;
 mod transports;
+mod unanswered;
