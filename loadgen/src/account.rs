@@ -23,6 +23,34 @@ fn send_errors(reports: &[WorkerReport]) -> BTreeMap<&'static str, u64> {
     all
 }
 
+/// A row whose users were owed messages and received none measured no latency: after
+/// its table and JSON (which show the errors), the run fails with this error rather
+/// than ending as if all were well.
+pub fn nothing_delivered(rows: &[RunResult]) -> Result<(), LoadgenError> {
+    let empty: Vec<String> = rows
+        .iter()
+        .filter(|r| r.part_of.is_none() && r.deliveries.expected > 0 && r.deliveries.received == 0)
+        .map(|r| {
+            let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+            format!(
+                "{}: none of the {} deliveries owed came (errors: {})",
+                r.mode,
+                r.deliveries.expected,
+                if errors.is_empty() {
+                    "none".to_owned()
+                } else {
+                    errors.join(", ")
+                }
+            )
+        })
+        .collect();
+    if empty.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadgenError::NothingMeasured(empty.join("; ")))
+    }
+}
+
 /// A run in which the server accepted none of the counted messages measured nothing:
 /// an error naming why (with the server's first refusal), not a table of zeros.
 pub fn nothing_counted(reports: &[WorkerReport]) -> Result<(), LoadgenError> {

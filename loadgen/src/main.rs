@@ -126,5 +126,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", csv.display()))?;
         eprintln!("wrote {}", csv.display());
     }
+    loadgen::account::nothing_delivered(&doc.runs)?;
     Ok(())
 }

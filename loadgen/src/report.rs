@@ -201,6 +201,15 @@ const COLUMNS: [&str; 20] = [
     "steal%",
 ];
 
+/// `value` of `summary` in milliseconds, or `-` when nothing was measured (not 0.00).
+fn latency(summary: &Summary, value: u64) -> String {
+    if summary.count == 0 {
+        "-".to_owned()
+    } else {
+        ms(value)
+    }
+}
+
 fn cells(r: &RunResult) -> [String; 20] {
     let d = &r.deliveries;
     [
@@ -211,13 +220,13 @@ fn cells(r: &RunResult) -> [String; 20] {
         d.lost.to_string(),
         d.duplicated.to_string(),
         d.out_of_order.to_string(),
-        ms(r.latency_us.p50),
-        ms(r.latency_us.p90),
-        ms(r.latency_us.p99),
-        ms(r.latency_us.p999),
-        ms(r.latency_us.max),
-        ms(r.latency_from_due_us.p99),
-        ms(r.send_lag_us.p99),
+        latency(&r.latency_us, r.latency_us.p50),
+        latency(&r.latency_us, r.latency_us.p90),
+        latency(&r.latency_us, r.latency_us.p99),
+        latency(&r.latency_us, r.latency_us.p999),
+        latency(&r.latency_us, r.latency_us.max),
+        latency(&r.latency_from_due_us, r.latency_from_due_us.p99),
+        latency(&r.send_lag_us, r.send_lag_us.p99),
         r.requests.total.to_string(),
         opt(r.requests.per_s, 1.0, 0),
         opt(r.bytes_per_delivery, 1.0, 0),

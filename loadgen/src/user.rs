@@ -326,8 +326,14 @@ impl User<'_> {
         // Messages due before the counted window, when this arrived within it.
         let mut early = 0;
         let end = self.rec.end;
+        // A message without an id in a poll answer (on a stream, a frame without one
+        // is a protocol error below).
+        let mut without_id = false;
         let mut deliver = |m: &Msg| {
-            let Some(id) = m.id else { return };
+            let Some(id) = m.id else {
+                without_id = true;
+                return;
+            };
             let fresh = self.rec.tracker.see(id);
             self.cursor = self.cursor.max(id);
             delivered += 1;
@@ -365,6 +371,9 @@ impl User<'_> {
                         stats.empty += 1;
                     }
                     kind = p.gap.then_some("gap");
+                    if without_id {
+                        kind = Some("protocol");
+                    }
                 }
                 Err(_) => kind = Some("protocol"),
             }

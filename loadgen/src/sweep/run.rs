@@ -153,6 +153,11 @@ pub fn sweep(
                 rows,
             );
             doc.write(&dir.join(&json))?;
+            if let Err(e) = crate::account::nothing_delivered(&doc.runs) {
+                eprintln!("[{n}/{total}] {slug}: failed: {e}");
+                failures.push(format!("{slug}: {e} ({json})"));
+                continue;
+            }
             for row in &doc.runs {
                 let mut r = Record::of(row, &sc, rep);
                 r.server_rss_base_bytes = base_rss;

@@ -7,6 +7,7 @@ use crate::common::{Server, short, transport};
 
 fn assert_exact(r: &RunResult, users: usize) {
     let d = &r.deliveries;
+    assert!(loadgen::account::nothing_delivered(std::slice::from_ref(r)).is_ok());
     assert!(
         r.messages.sent >= 50,
         "{}: sent {}",

@@ -95,6 +95,24 @@ fn a_server_that_never_answers_does_not_hold_the_run() {
     // Each user's unanswered subscription, at the end if not before.
     let timeouts = row.errors.get("timeout").copied().unwrap_or(0);
     assert!(timeouts >= 3, "{:?}", row.errors);
+    // No latency was measured: the table says so rather than 0.00 ms, and the run
+    // is an error once its table and JSON are out.
+    let table = loadgen::report::table(&rows);
+    let cells: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("sse"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // p50, p90, p99, p999, max and the p99 from the due time.
+    assert_eq!(cells[7..13], ["-"; 6], "{table}");
+    let err = loadgen::account::nothing_delivered(&rows)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("none of the") && err.contains("timeout"),
+        "{err}"
+    );
     // Without its /metrics, nothing is said of the server.
     assert_eq!(row.server.cpu_seconds, None);
     assert_eq!(row.server.bytes_sent, None);
