@@ -17,7 +17,7 @@ fn answer(n: usize) -> (Vec<u8>, Vec<u8>) {
         .map(|i| {
             room.publish(&Draft {
                 user: format!("u{i}"),
-                text: loadgen::wire::text_with_lag(123, 64),
+                text: loadgen::wire::text_with_stamp(123, 1_795_800_000_000_000, 64),
                 client_ts: Some(1_795_777_152_000_000 + i as i64),
             })
         })

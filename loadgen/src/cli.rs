@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
 
-    /// Text size of each message (at least 16: it starts with the send lag).
+    /// Text size of each message (at least 32: it starts with the send lag and time).
     #[arg(long, default_value_t = 64)]
     pub message_bytes: usize,
 

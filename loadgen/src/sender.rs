@@ -161,7 +161,7 @@ async fn post(
     };
     let sent_us = sh.clock.now_us();
     let lag = sent_us.saturating_sub(sh.clock.at_us(due.into_std()));
-    let text = wire::text_with_lag(lag, sh.scenario.message_bytes);
+    let text = wire::text_with_stamp(lag, sent_us, sh.scenario.message_bytes);
     let body = wire::post_body(&format!("u{sender}"), &text, sent_us);
     let path = format!("/rooms/{}/messages", sh.scenario.room);
     let (status, answer) = tokio::time::timeout(POST_TIMEOUT, http.post_json(&path, body))

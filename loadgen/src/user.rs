@@ -329,6 +329,7 @@ impl User<'_> {
         // A message without an id in a poll answer (on a stream, a frame without one
         // is a protocol error below).
         let mut without_id = false;
+        let mut altered = false;
         let mut deliver = |m: &Msg| {
             let Some(id) = m.id else {
                 without_id = true;
@@ -337,7 +338,14 @@ impl User<'_> {
             let fresh = self.rec.tracker.see(id);
             self.cursor = self.cursor.max(id);
             delivered += 1;
-            let Some(sent) = m.client_ts else { return };
+            // Latency is measured from the `client_ts` the server hands back; the text
+            // says what was sent. A message on which they differ (or either is
+            // missing) was changed on its way: delivered, but no latency is taken
+            // from it and it is an error.
+            let Some(sent) = m.client_ts.filter(|&ts| m.stamp == Some(ts)) else {
+                altered = true;
+                return;
+            };
             let due = sent.saturating_sub(m.lag.unwrap_or(0));
             if due < window.0 && now >= window.0 {
                 early += 1;
@@ -384,6 +392,10 @@ impl User<'_> {
                 Ok(m) if m.error => kind = Some("server_error"),
                 _ => kind = Some("protocol"),
             }
+        }
+        if altered {
+            stats.error("altered");
+            self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(kind) = kind {
             stats.error(kind);

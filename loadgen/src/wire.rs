@@ -1,9 +1,9 @@
 //! The few protocol shapes the load generator reads and writes, read for what the
-//! accounting needs only: `id`, `client_ts`, the lag prefix of the text and the `gap`
-//! and `error` signals.
+//! accounting needs only: `id`, `client_ts`, the prefix of the text (lag and send
+//! time) and the `gap` and `error` signals.
 //!
 //! Messages are deserialized by serde_json into shapes that borrow from the received
-//! bytes (the text is read only for its lag prefix) and skip every other field, so a
+//! bytes (the text is read only for its prefix) and skip every other field, so a
 //! message allocates nothing here (a poll answer, one list). A malformed answer (bad JSON, a wrong type, a
 //! duplicated key, a missing `messages` or `last_id`) is refused and counts as a
 //! protocol error. Only JSON objects are taken: serde would also read a struct written
@@ -22,6 +22,8 @@ pub struct Msg {
     pub client_ts: Option<u64>,
     /// The send lag a loadgen sender wrote at the start of the text, if it has one.
     pub lag: Option<u64>,
+    /// The `client_ts` written into the text after the lag, if it has one.
+    pub stamp: Option<u64>,
     pub gap: bool,
     /// Whether it has a non-null `error`.
     pub error: bool,
@@ -60,6 +62,7 @@ impl RawMsg<'_> {
             id: self.id,
             client_ts: self.client_ts,
             lag: lag_of(&self.text),
+            stamp: stamp_of(&self.text),
             gap: self.gap,
             error: self.error.is_some(),
         }
@@ -118,20 +121,30 @@ pub struct Posted {
     pub id: u64,
 }
 
-/// Separates the lag prefix from the padding in a message text.
+/// Ends the lag and the send time at the start of a message text.
 const LAG_END: char = '~';
 
-/// The shortest `--message-bytes` that holds any lag prefix.
-pub const MIN_MESSAGE_BYTES: usize = 16;
+/// The shortest `--message-bytes` that holds the prefix: a lag and a `client_ts` of up
+/// to 10 and 16 digits and their two separators, with room to spare.
+pub const MIN_MESSAGE_BYTES: usize = 32;
 
 /// A message text of exactly `bytes` bytes (at least the prefix) that starts with the
-/// send lag in microseconds: `"<lag>~xxxx..."`.
-pub fn text_with_lag(lag_us: u64, bytes: usize) -> String {
-    let mut text = format!("{lag_us}{LAG_END}");
+/// send lag in microseconds and the `client_ts` the message is sent with:
+/// `"<lag>~<client_ts>~xxxx..."`. The second lets a user check that the `client_ts` it
+/// measures from is the one that was sent: a server that changed it (or the text)
+/// would otherwise change the latencies without a trace.
+pub fn text_with_stamp(lag_us: u64, client_ts: u64, bytes: usize) -> String {
+    let mut text = format!("{lag_us}{LAG_END}{client_ts}{LAG_END}");
     if text.len() < bytes {
         text.extend(std::iter::repeat_n('x', bytes - text.len()));
     }
     text
+}
+
+/// The `client_ts` a loadgen sender wrote into `text` after the lag, if it has one.
+pub fn stamp_of(text: &str) -> Option<u64> {
+    let (_, rest) = text.split_once(LAG_END)?;
+    rest.split_once(LAG_END)?.0.parse().ok()
 }
 
 /// The send lag a loadgen sender wrote at the start of `text`, if it has one.
@@ -151,12 +164,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lag_round_trips_and_text_has_the_asked_length() {
-        let t = text_with_lag(1234, 64);
+    fn lag_and_stamp_round_trip_and_text_has_the_asked_length() {
+        let t = text_with_stamp(1234, 1_795_800_000_123_456, 64);
         assert_eq!(t.len(), 64);
         assert_eq!(lag_of(&t), Some(1234));
+        assert_eq!(stamp_of(&t), Some(1_795_800_000_123_456));
+        let longest = text_with_stamp(9_999_999_999, 9_999_999_999_999_999, MIN_MESSAGE_BYTES);
+        assert!(longest.len() <= MIN_MESSAGE_BYTES, "{longest}");
         assert_eq!(lag_of("hello"), None);
         assert_eq!(lag_of("12x~"), None);
+        assert_eq!(stamp_of("12~xx"), None);
+        assert_eq!(stamp_of("12~3x~"), None);
+        assert_eq!(stamp_of("12~34~"), Some(34));
     }
 
     fn m(id: Option<u64>, client_ts: Option<u64>, lag: Option<u64>, gap: bool, error: bool) -> Msg {
@@ -164,6 +183,7 @@ mod tests {
             id,
             client_ts,
             lag,
+            stamp: None,
             gap,
             error,
         }

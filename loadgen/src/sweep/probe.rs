@@ -30,8 +30,9 @@ pub fn probe(target: &Target, room: &str, message_bytes: usize) -> Result<Probe,
     };
     block_on(async {
         let mut http = Http::open(target, None, Default::default()).await?;
-        let text = wire::text_with_lag(1000, message_bytes);
-        let body = wire::post_body("u0", &text, crate::clock::Clock::new().now_us());
+        let now = crate::clock::Clock::new().now_us();
+        let text = wire::text_with_stamp(1000, now, message_bytes);
+        let body = wire::post_body("u0", &text, now);
         http.post_json(&format!("/rooms/{room}/messages"), body)
             .await?;
         let (one_all, one_body) = sizes(target, &format!("/rooms/{room}/messages?after=0")).await?;

@@ -27,7 +27,7 @@ fn a_bad_flag_is_a_clear_error() {
     let out = loadgen(&["--mode", "carrier-pigeon"]);
     one_line_error(&out, "expected one of poll, long-poll, sse, ws, mixed, all");
     let out = loadgen(&["--target", "http://127.0.0.1:9", "--message-bytes", "4"]);
-    one_line_error(&out, "--message-bytes must be at least 16");
+    one_line_error(&out, "--message-bytes must be at least 32");
     // Settings under which nothing would be measured, or the server must refuse.
     let target = ["--target", "http://127.0.0.1:9"];
     for (flag, value, says) in [

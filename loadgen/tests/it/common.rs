@@ -1,10 +1,14 @@
-//! An in-process lab server on an ephemeral port, and short scenarios.
+//! An in-process lab server on an ephemeral port, short scenarios, and a proxy that
+//! makes a server misbehave.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use loadgen::{Mix, RunResult, Scenario, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A lab server on `127.0.0.1:0`, on its own thread; stopped when dropped.
@@ -110,4 +114,69 @@ pub fn run_ok(exe: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether a chunk of what a client sends is a request the proxy swallows.
+pub type Swallow = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+/// Changes a chunk of what the server sends, in place, on its way to the client.
+pub type Tamper = Arc<dyn Fn(&mut [u8]) + Send + Sync>;
+
+/// A proxy in front of `upstream`, on its own thread for the rest of the test
+/// process. It relays both ways, passing what the server sends through `tamper`,
+/// until the client sends a request `swallow` picks: from then on what that client
+/// sends goes nowhere and no answer comes.
+pub fn proxy(upstream: SocketAddr, swallow: Swallow, tamper: Tamper) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                tokio::spawn(relay(client, upstream, swallow.clone(), tamper.clone()));
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+async fn relay(client: TcpStream, upstream: SocketAddr, swallow: Swallow, tamper: Tamper) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+            tamper(&mut buf[..n]);
+            if to_client.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from_client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if swallow(&buf[..n]) {
+            // Held open, read and dropped, until the client goes.
+            while matches!(from_client.read(&mut buf).await, Ok(n) if n > 0) {}
+            return;
+        }
+        if to_server.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether `what` occurs in `chunk`.
+pub fn has(chunk: &[u8], what: &str) -> bool {
+    chunk.windows(what.len()).any(|w| w == what.as_bytes())
 }

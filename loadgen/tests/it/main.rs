@@ -3,6 +3,7 @@
 
 mod common;
 
+mod altered;
 mod churn;
 mod cli;
 mod modes;

@@ -2,69 +2,13 @@
 //! after its drain, with the users that never got in counted lost and the missing
 //! answers counted as timeouts.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loadgen::{Mix, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{Server, short, transport};
-
-/// Whether a chunk of a request stream starts a request the proxy swallows.
-type Swallow = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
-
-/// A proxy in front of `upstream`, on its own thread for the rest of the test
-/// process: it relays both ways until the client sends a request `swallow` picks;
-/// from then on what the client sends goes nowhere and no answer comes.
-fn proxy(upstream: SocketAddr, swallow: Swallow) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (client, _) = listener.accept().await.unwrap();
-                tokio::spawn(relay(client, upstream, swallow.clone()));
-            }
-        });
-    });
-    rx.recv().unwrap()
-}
-
-async fn relay(client: TcpStream, upstream: SocketAddr, swallow: Swallow) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut from_client, mut to_client) = client.into_split();
-    let (mut from_server, mut to_server) = server.into_split();
-    tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from_client.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if swallow(&buf[..n]) {
-            // Held open, read and dropped, until the client goes.
-            while matches!(from_client.read(&mut buf).await, Ok(n) if n > 0) {}
-            return;
-        }
-        if to_server.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn has(chunk: &[u8], what: &str) -> bool {
-    chunk.windows(what.len()).any(|w| w == what.as_bytes())
-}
+use crate::common::{Server, Swallow, has, proxy, short, transport};
 
 #[test]
 fn a_server_that_never_answers_does_not_hold_the_run() {
@@ -76,7 +20,7 @@ fn a_server_that_never_answers_does_not_hold_the_run() {
         has(chunk, "GET /metrics")
             || (has(chunk, "/events") && streams.fetch_add(1, Ordering::Relaxed) > 0)
     });
-    let addr = proxy(server.addr, swallow);
+    let addr = proxy(server.addr, swallow, Arc::new(|_: &mut [u8]| {}));
     let target = Target::parse(&addr.to_string()).unwrap();
     let sc = short(Mix::Only(transport("sse")), 3, "unanswered");
     let (tx, rx) = std::sync::mpsc::channel();
