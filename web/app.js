@@ -573,15 +573,18 @@
 
   // ---- measured results ---------------------------------------------------------------
 
+  // A summary with nothing in it (no delivery measured) shows as '–', not 0.00.
+  const measured = (s) => (s && s.count > 0 ? s : undefined);
+
   const COLUMNS = [
     ['Mode', (r) => (typeof r.part_of === 'string' ? `${r.mode} (in ${r.part_of})` : r.mode), 'text'],
     ['Users', (r) => r.users, 'int'],
-    ['p50', (r) => r.latency_us?.p50, 'us', 'Latency (ms)'],
-    ['p90', (r) => r.latency_us?.p90, 'us'],
-    ['p99', (r) => r.latency_us?.p99, 'us'],
-    ['p99.9', (r) => r.latency_us?.p999, 'us'],
-    ['max', (r) => r.latency_us?.max, 'us'],
-    ['mean', (r) => r.latency_us?.mean, 'us'],
+    ['p50', (r) => measured(r.latency_us)?.p50, 'us', 'Latency (ms)'],
+    ['p90', (r) => measured(r.latency_us)?.p90, 'us'],
+    ['p99', (r) => measured(r.latency_us)?.p99, 'us'],
+    ['p99.9', (r) => measured(r.latency_us)?.p999, 'us'],
+    ['max', (r) => measured(r.latency_us)?.max, 'us'],
+    ['mean', (r) => measured(r.latency_us)?.mean, 'us'],
     ['received / due', (r) => r.deliveries, 'recv', 'Deliveries'],
     ['lost', (r) => r.deliveries?.lost, 'bad'],
     ['dup', (r) => r.deliveries?.duplicated, 'bad'],
@@ -590,8 +593,8 @@
     ['empty', (r) => r.requests?.empty, 'int'],
     ['received', (r) => r.bytes_received, 'bytes', 'Bytes'],
     ['server sent', (r) => r.server?.bytes_sent, 'bytes'],
-    ['p99', (r) => r.send_lag_us?.p99, 'us', 'Send lag (ms)'],
-    ['max', (r) => r.send_lag_us?.max, 'us'],
+    ['p99', (r) => measured(r.send_lag_us)?.p99, 'us', 'Send lag (ms)'],
+    ['max', (r) => measured(r.send_lag_us)?.max, 'us'],
     ['server CPU s', (r) => r.server?.cpu_seconds, 'sec', 'Cost'],
     ['server RSS', (r) => r.server?.rss_bytes, 'bytes'],
     ['loadgen CPU s', (r) => r.loadgen?.cpu_seconds, 'sec'],

@@ -29,7 +29,7 @@ fn send_errors(reports: &[WorkerReport]) -> BTreeMap<&'static str, u64> {
 pub fn nothing_delivered(rows: &[RunResult]) -> Result<(), LoadgenError> {
     let empty: Vec<String> = rows
         .iter()
-        .filter(|r| r.part_of.is_none() && r.deliveries.expected > 0 && r.deliveries.received == 0)
+        .filter(|r| r.deliveries.expected > 0 && r.deliveries.received == 0)
         .map(|r| {
             let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
             format!(
@@ -127,9 +127,15 @@ pub fn rows(
 
     let mut tallies = vec![Tally::default(); n];
     let mut users = vec![0usize; n];
+    // Ids above the last one the run published, seen by users that stayed to the end.
+    let mut beyond = vec![0u64; n];
     for u in reports.iter().flat_map(|r| &r.users) {
         let end = u.end.unwrap_or(finals[u.target]);
-        tallies[u.transport].add(&u.tracker.tally(&counted[u.target], end));
+        let tally = u.tracker.tally(&counted[u.target], end, finals[u.target]);
+        tallies[u.transport].add(&tally);
+        if u.end.is_none() {
+            beyond[u.transport] += u.tracker.beyond(end);
+        }
         users[u.transport] += 1;
     }
 
@@ -148,6 +154,10 @@ pub fn rows(
         }
         let mut errors: BTreeMap<String, u64> =
             s.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let unpublished: u64 = which.iter().map(|&t| beyond[t]).sum();
+        if unpublished > 0 {
+            errors.insert("beyond_last_id".into(), unpublished);
+        }
         if part_of.is_none() {
             for (k, v) in &send_errors {
                 errors.insert(format!("send_{k}"), *v);

@@ -104,7 +104,12 @@ impl Default for TransportStats {
 
 impl TransportStats {
     pub fn error(&mut self, kind: &'static str) {
-        *self.errors.entry(kind).or_default() += 1;
+        self.errors_of(kind, 1);
+    }
+
+    /// Counts `n` errors of `kind`.
+    pub fn errors_of(&mut self, kind: &'static str, n: u64) {
+        *self.errors.entry(kind).or_default() += n;
     }
 
     pub fn merge(&mut self, o: &TransportStats) {

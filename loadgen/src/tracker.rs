@@ -19,10 +19,12 @@ pub struct Tracker {
     run_start: Option<u64>,
     /// Earlier runs of ids received in order or ahead, sorted and disjoint.
     ranges: Vec<RangeInclusive<u64>>,
-    /// Ids skipped over that have not arrived (yet).
-    missing: Vec<RangeInclusive<u64>>,
-    /// Ids that arrived after a higher one (they count as received too).
-    out_of_order: Vec<u64>,
+    /// Ids skipped over that have not arrived (yet), each with the id that skipped
+    /// over them.
+    missing: Vec<(RangeInclusive<u64>, u64)>,
+    /// Ids that arrived after a higher one (they count as received too), each with
+    /// the id that had skipped over it.
+    out_of_order: Vec<(u64, u64)>,
     /// Ids seen more than once (or at or below `after`).
     duplicated: Vec<u64>,
 }
@@ -68,7 +70,7 @@ impl Tracker {
 
     /// The highest id up to which every id above the start was seen.
     pub fn complete_through(&self) -> u64 {
-        match self.missing.iter().map(|r| *r.start()).min() {
+        match self.missing.iter().map(|(r, _)| *r.start()).min() {
             Some(first_missing) => first_missing - 1,
             None => self.last,
         }
@@ -80,20 +82,21 @@ impl Tracker {
             self.run_start.get_or_insert(id);
             self.last = id;
         } else if id > self.last {
-            self.missing.push(self.last + 1..=id - 1);
+            self.missing.push((self.last + 1..=id - 1, id));
             if let Some(start) = self.run_start.replace(id) {
                 self.ranges.push(start..=self.last);
             }
             self.last = id;
-        } else if let Some(i) = self.missing.iter().position(|r| r.contains(&id)) {
-            let r = self.missing.remove(i);
+        } else if let Some(i) = self.missing.iter().position(|(r, _)| r.contains(&id)) {
+            let (r, by) = self.missing.remove(i);
+            // Those below it have now been skipped over by this id as well.
             if *r.start() < id {
-                self.missing.push(*r.start()..=id - 1);
+                self.missing.push((*r.start()..=id - 1, id));
             }
             if id < *r.end() {
-                self.missing.push(id + 1..=*r.end());
+                self.missing.push((id + 1..=*r.end(), by));
             }
-            self.out_of_order.push(id);
+            self.out_of_order.push((id, by));
         } else {
             self.duplicated.push(id);
             return false;
@@ -108,8 +111,9 @@ impl Tracker {
     }
 
     /// Compares what was seen with `counted` (sorted ids published in the counted
-    /// window): the user is owed those in `(after, end]`.
-    pub fn tally(&self, counted: &[u64], end: u64) -> Tally {
+    /// window): the user is owed those in `(after, end]`. `published`: the last id
+    /// the run published (`end` too, unless the user left early).
+    pub fn tally(&self, counted: &[u64], end: u64, published: u64) -> Tally {
         let owed = |id: u64| id > self.after && id <= end && counted.binary_search(&id).is_ok();
         let expected = count_in(counted, self.after, end);
         let in_ranges: u64 = self
@@ -122,8 +126,19 @@ impl Tracker {
                 )
             })
             .sum();
-        let out_of_order = self.out_of_order.iter().filter(|&&id| owed(id)).count() as u64;
-        let received = in_ranges + out_of_order;
+        // Out of order: overtaken by an id the run published. One that came after an
+        // id beyond `published` only was not overtaken by any message.
+        let out_of_order = self
+            .out_of_order
+            .iter()
+            .filter(|&&(id, by)| owed(id) && by <= published)
+            .count() as u64;
+        let late = self
+            .out_of_order
+            .iter()
+            .filter(|&&(id, _)| owed(id))
+            .count() as u64;
+        let received = in_ranges + late;
         Tally {
             expected,
             received,
@@ -131,6 +146,23 @@ impl Tracker {
             duplicated: self.duplicated.iter().filter(|&&id| owed(id)).count() as u64,
             out_of_order,
         }
+    }
+}
+
+impl Tracker {
+    /// How many distinct ids above `end` were seen: for a user that stayed to the end
+    /// of the run, ids no sender of the run had published.
+    pub fn beyond(&self, end: u64) -> u64 {
+        let in_runs: u64 = self
+            .runs()
+            .map(|r| (*r.end()).saturating_sub((*r.start() - 1).max(end)))
+            .sum();
+        in_runs
+            + self
+                .out_of_order
+                .iter()
+                .filter(|&&(id, _)| id > end)
+                .count() as u64
     }
 }
 
@@ -169,7 +201,7 @@ mod tests {
     fn in_order_delivery_is_complete() {
         let counted: Vec<u64> = (1..=10).collect();
         let t = seen(0, &(1..=10).collect::<Vec<_>>());
-        let tally = t.tally(&counted, 10);
+        let tally = t.tally(&counted, 10, 10);
         assert_eq!(
             tally,
             Tally {
@@ -185,7 +217,7 @@ mod tests {
         );
         let gaps = seen(0, &[1, 2, 5, 6, 9]);
         assert_eq!(gaps.runs().collect::<Vec<_>>(), [1..=2, 5..=6, 9..=9]);
-        assert_eq!(gaps.missing, [3..=4, 7..=8]);
+        assert_eq!(gaps.missing, [(3..=4, 5), (7..=8, 9)]);
     }
 
     #[test]
@@ -207,7 +239,7 @@ mod tests {
     fn skips_late_arrivals_and_repeats_are_told_apart() {
         let counted: Vec<u64> = (1..=8).collect();
         let t = seen(0, &[1, 2, 5, 3, 3, 6, 2, 8]);
-        let tally = t.tally(&counted, 8);
+        let tally = t.tally(&counted, 8, 8);
         assert_eq!(tally.expected, 8);
         assert_eq!(tally.received, 6); // 1 2 3 5 6 8
         assert_eq!(tally.lost, 2); // 4 7
@@ -216,12 +248,34 @@ mod tests {
     }
 
     #[test]
+    fn an_id_no_sender_published_is_beyond_the_end_and_overtakes_nothing() {
+        let counted: Vec<u64> = (1..=10).collect();
+        // 1000 came between 4 and 5; 5..=10 then arrived in order after it.
+        let t = seen(0, &[1, 2, 3, 4, 1000, 5, 6, 7, 8, 9, 10]);
+        let tally = t.tally(&counted, 10, 10);
+        assert_eq!(tally.received, 10);
+        assert_eq!(tally.lost, 0);
+        assert_eq!(
+            tally.out_of_order, 0,
+            "overtaken only by an id beyond the end"
+        );
+        assert_eq!(t.beyond(10), 1);
+        assert_eq!(t.complete_through(), 10);
+        // A real swap after it is still out of order.
+        let t = seen(0, &[1, 2, 1000, 3, 5, 4, 6]);
+        assert_eq!(t.tally(&counted, 6, 6).out_of_order, 1);
+        assert_eq!(t.beyond(6), 1);
+        assert_eq!(seen(0, &[1, 2, 3]).beyond(3), 0);
+        assert_eq!(seen(0, &[1, 5, 9, 7]).beyond(4), 3);
+    }
+
+    #[test]
     fn only_counted_ids_in_the_users_window_are_owed() {
         // Warm-up ids 1..=4 are not counted; the user started after 5 and left at 9.
         let counted: Vec<u64> = (5..=12).collect();
         let t = seen(5, &[6, 7, 8, 9]);
         assert_eq!(
-            t.tally(&counted, 9),
+            t.tally(&counted, 9, 9),
             Tally {
                 expected: 4,
                 received: 4,
@@ -229,10 +283,10 @@ mod tests {
             }
         );
         // Same user, but the run went on to 12 and it saw nothing more: 3 lost.
-        assert_eq!(t.tally(&counted, 12).lost, 3);
+        assert_eq!(t.tally(&counted, 12, 12).lost, 3);
         // Counted ids need not be contiguous (concurrent senders at the window's edge).
         let counted = [6, 8, 9];
-        assert_eq!(t.tally(&counted, 9).received, 3);
+        assert_eq!(t.tally(&counted, 9, 9).received, 3);
         assert_eq!(count_in(&counted, 6, 9), 2);
         assert_eq!(count_in(&counted, 9, 6), 0);
     }
@@ -241,6 +295,6 @@ mod tests {
     fn an_id_at_or_below_the_start_is_a_duplicate_but_not_owed() {
         let t = seen(5, &[5, 6]);
         assert_eq!(t.duplicated, vec![5]);
-        assert_eq!(t.tally(&[5, 6], 6).duplicated, 0);
+        assert_eq!(t.tally(&[5, 6], 6, 6).duplicated, 0);
     }
 }

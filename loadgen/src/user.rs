@@ -58,9 +58,8 @@ impl Stop {
         self.deadline = Some(Instant::now() + self.drain);
     }
 
-    /// `through`: the highest id up to which the user has every id
-    /// ([`Tracker::complete_through`]). A user that has the last id but not one
-    /// before it reads on until the drain ends: the missing one may be behind it.
+    /// `through`: see [`User::through`]. A stream user that has the last id but not
+    /// one before it reads on until the drain ends: the missing one may be behind it.
     fn reached(&self, through: u64) -> bool {
         self.end.is_some_and(|e| through >= e) || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
@@ -139,52 +138,50 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                 None => {}
             }
         }
-        let through = user.rec.tracker.complete_through();
-        if stop.reached(through) {
+        if stop.reached(user.through::<R>()) {
             break;
         }
-        let rx = match &mut receiver {
-            Some(rx) => rx,
-            None => {
-                // Raced with the end of the run like a receive: a server that takes
-                // the request and never answers must not hold the user (and the run)
-                // past the drain.
-                let subscribed = {
-                    let attempt = answered(user.subscribe::<R>(&plan, &sub, started));
-                    tokio::pin!(attempt);
-                    loop {
-                        stop.arm(deadline.as_mut(), &mut armed, far);
-                        tokio::select! {
-                            biased;
-                            r = &mut attempt => break Some(r),
-                            _ = &mut finals, if stop.end.is_none() => {
-                                match ctx.finals.get() {
-                                    Some(Some(f)) => stop.set(f[plan.target]),
-                                    _ => break 'run,
-                                }
-                                if stop.reached(through) {
-                                    break 'run;
-                                }
-                            }
-                            _ = &mut deadline, if stop.deadline.is_some() => break None,
+        if receiver.is_none() {
+            // Raced with the end of the run like a receive: a server that takes the
+            // request and never answers must not hold the user (and the run) past
+            // the drain.
+            let attempt = {
+                let subscribe = user.subscribe::<R>(&plan, &sub, started);
+                tokio::pin!(subscribe);
+                loop {
+                    stop.arm(deadline.as_mut(), &mut armed, far);
+                    tokio::select! {
+                        biased;
+                        r = &mut subscribe => break Attempt::Done(r),
+                        _ = &mut finals, if stop.end.is_none() => match ctx.finals.get() {
+                            Some(Some(f)) => stop.set(f[plan.target]),
+                            _ => break 'run,
+                        },
+                        _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
+                            break Attempt::Leave;
                         }
-                    }
-                };
-                match subscribed {
-                    Some(Ok(rx)) => receiver.insert(rx),
-                    Some(Err(e)) => {
-                        user.error(&e);
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        continue;
-                    }
-                    // The drain ended with the request unanswered.
-                    None => {
-                        user.error(&ClientError::Timeout);
-                        break;
+                        _ = &mut deadline, if stop.deadline.is_some() => break Attempt::Over,
                     }
                 }
+            };
+            match attempt {
+                // Checked against the end again: the first subscription sets the
+                // user's start.
+                Attempt::Done(Ok(rx)) => receiver = Some(rx),
+                Attempt::Done(Err(e)) => {
+                    user.error(&e);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Attempt::Leave => user.leave(&plan, &mut stop).await,
+                // The drain ended with the request unanswered.
+                Attempt::Over => {
+                    user.error(&ClientError::Timeout);
+                    break;
+                }
             }
-        };
+            continue;
+        }
+        let rx = receiver.as_mut().expect("subscribed above");
         let got = {
             let next = rx.next(&sub, user.cursor);
             tokio::pin!(next);
@@ -198,13 +195,13 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                             Some(Some(f)) => stop.set(f[plan.target]),
                             _ => break 'run,
                         }
-                        if stop.reached(user.rec.tracker.complete_through()) {
+                        if stop.reached(user.through::<R>()) {
                             break 'run;
                         }
                     }
                     _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
                         user.leave(&plan, &mut stop).await;
-                        if stop.reached(user.rec.tracker.complete_through()) {
+                        if stop.reached(user.through::<R>()) {
                             break 'run;
                         }
                     }
@@ -236,6 +233,15 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     user.rec
 }
 
+/// How a subscription attempt ended.
+enum Attempt<R> {
+    Done(Result<R, ClientError>),
+    /// The user's time to leave came first.
+    Leave,
+    /// The drain ended first.
+    Over,
+}
+
 struct User<'a> {
     ctx: &'a WorkerCtx,
     rec: UserRecord,
@@ -246,6 +252,17 @@ struct User<'a> {
 }
 
 impl User<'_> {
+    /// The highest id up to which the user has what it can still get: on a stream
+    /// every id (a missing one may yet come, out of order); on a poll, which asks only
+    /// for ids above the highest it has seen, that highest id.
+    fn through<R: Receiver>(&self) -> u64 {
+        if R::MAY_REORDER {
+            self.rec.tracker.complete_through()
+        } else {
+            self.rec.tracker.last()
+        }
+    }
+
     fn error(&self, e: &ClientError) {
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[self.rec.transport];
@@ -326,13 +343,13 @@ impl User<'_> {
         // Messages due before the counted window, when this arrived within it.
         let mut early = 0;
         let end = self.rec.end;
-        // A message without an id in a poll answer (on a stream, a frame without one
-        // is a protocol error below).
-        let mut without_id = false;
-        let mut altered = false;
+        // Messages without an id (or with one beyond JSON's exact integers, which no
+        // server hands out), and messages changed on their way.
+        let mut bad_id = 0;
+        let mut altered = 0;
         let mut deliver = |m: &Msg| {
-            let Some(id) = m.id else {
-                without_id = true;
+            let Some(id) = m.id.filter(|&id| id <= crate::conn::NOW) else {
+                bad_id += 1;
                 return;
             };
             let fresh = self.rec.tracker.see(id);
@@ -343,7 +360,7 @@ impl User<'_> {
             // missing) was changed on its way: delivered, but no latency is taken
             // from it and it is an error.
             let Some(sent) = m.client_ts.filter(|&ts| m.stamp == Some(ts)) else {
-                altered = true;
+                altered += 1;
                 return;
             };
             let due = sent.saturating_sub(m.lag.unwrap_or(0));
@@ -379,9 +396,6 @@ impl User<'_> {
                         stats.empty += 1;
                     }
                     kind = p.gap.then_some("gap");
-                    if without_id {
-                        kind = Some("protocol");
-                    }
                 }
                 Err(_) => kind = Some("protocol"),
             }
@@ -393,13 +407,16 @@ impl User<'_> {
                 _ => kind = Some("protocol"),
             }
         }
-        if altered {
-            stats.error("altered");
-            self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(kind) = kind {
-            stats.error(kind);
-            self.ctx.progress.errors.fetch_add(1, Ordering::Relaxed);
+        let counts = [
+            (kind, 1),
+            (Some("protocol"), bad_id),
+            (Some("altered"), altered),
+        ];
+        for (kind, n) in counts {
+            if let Some(kind) = kind.filter(|_| n > 0) {
+                stats.errors_of(kind, n);
+                self.ctx.progress.errors.fetch_add(n, Ordering::Relaxed);
+            }
         }
         self.ctx
             .progress

@@ -46,6 +46,9 @@ pub trait Receiver: Sized + 'static {
     const NAME: &'static str;
     /// Whether [`Receiver::open`] makes an HTTP request (a stream subscription).
     const OPEN_REQUESTS: bool;
+    /// Whether an id below the highest seen can still come: a stream may deliver out
+    /// of order; a poll asks only for ids above the highest it has seen.
+    const MAY_REORDER: bool;
 
     /// Subscribes on `http` to the messages after `after`.
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;
