@@ -86,6 +86,11 @@ pub struct Config {
     /// Where the load generator writes its runs; the page shows the newest.
     #[arg(long, env = "LAB_RESULTS_DIR", default_value = "results/runs")]
     pub results_dir: PathBuf,
+
+    /// Largest results file the page is served (a run's JSON is tens of kilobytes);
+    /// a larger newest file is answered with an error, not read into memory.
+    #[arg(long, env = "LAB_MAX_RESULTS_BYTES", default_value_t = 16 << 20, value_parser = at_least_one::<u64>())]
+    pub max_results_bytes: u64,
 }
 
 /// The parser of every count and period flag: a whole number, 1 or more.

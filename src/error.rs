@@ -24,6 +24,9 @@ pub enum ApiError {
     TooMany(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A fault on the server's side that the request could not have avoided.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

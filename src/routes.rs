@@ -110,21 +110,28 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The newest `*.json` the load generator wrote under `--results-dir`, or 204 when there
-/// is none yet (an expected state, so not an error a browser would log).
-async fn latest_results(State(state): State<AppState>) -> Response {
+/// is none yet (an expected state, so not an error a browser would log). A newest file
+/// over `--max-results-bytes` is a 500 naming it: read whole into memory, and again as
+/// the answer, a stray gigabyte would cost the server twice that per request.
+async fn latest_results(State(state): State<AppState>) -> Result<Response, ApiError> {
     let dir = state.config.results_dir.clone();
-    let newest = tokio::task::spawn_blocking(move || newest_json(&dir))
+    let limit = state.config.max_results_bytes;
+    let newest = tokio::task::spawn_blocking(move || newest_json(&dir, limit))
         .await
         .ok()
         .flatten();
     match newest {
-        Some(body) => common::json_response(StatusCode::OK, body.into()),
-        None => StatusCode::NO_CONTENT.into_response(),
+        Some(Ok(body)) => Ok(common::json_response(StatusCode::OK, body.into())),
+        Some(Err(too_large)) => Err(ApiError::Internal(too_large)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
 
-fn newest_json(dir: &std::path::Path) -> Option<Vec<u8>> {
-    let newest = std::fs::read_dir(dir)
+/// The newest run file's bytes, an error naming it if it is over `limit` bytes, or
+/// `None` when there is none (or it cannot be read).
+fn newest_json(dir: &std::path::Path, limit: u64) -> Option<Result<Vec<u8>, String>> {
+    use std::io::Read;
+    let (_, path) = std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -135,7 +142,20 @@ fn newest_json(dir: &std::path::Path) -> Option<Vec<u8>> {
             meta.is_file().then_some((meta.modified().ok()?, path))
         })
         .max()?;
-    std::fs::read(newest.1).ok()
+    let mut body = Vec::new();
+    // Read to one byte past the limit: a file still growing is measured as read.
+    std::fs::File::open(&path)
+        .ok()?
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .ok()?;
+    if body.len() as u64 > limit {
+        return Some(Err(format!(
+            "the newest results file, {}, is over --max-results-bytes ({limit})",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )));
+    }
+    Some(Ok(body))
 }
 
 /// Unknown paths.

@@ -717,7 +717,14 @@
         $('#results-meta').replaceChildren();
         return noResults();
       }
-      if (!res.ok) throw new Error('HTTP ' + res.status);
+      if (!res.ok) {
+        // The server says why in {"error": ...} (a results file over its size limit).
+        let why = 'HTTP ' + res.status;
+        try {
+          why = (await res.json()).error || why;
+        } catch (_) { /* not JSON: the status says enough */ }
+        throw new Error(why);
+      }
       renderResults(await res.json());
     } catch (e) {
       const p = el('p', 'error', 'Could not load results: ' + e.message);

@@ -64,6 +64,8 @@ fn every_limit_is_a_flag() {
         "20",
         "--idle-timeout-ms",
         "21",
+        "--max-results-bytes",
+        "22",
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 9999);
@@ -79,6 +81,7 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.write_timeout_ms, 19);
     assert_eq!(config.read_timeout_ms, 20);
     assert_eq!(config.idle_timeout_ms, 21);
+    assert_eq!(config.max_results_bytes, 22);
     // A zero would be a server that refuses everything, spins or panics, not "off".
     for flag in [
         "--max-message-bytes",
@@ -93,6 +96,7 @@ fn every_limit_is_a_flag() {
         "--write-timeout-ms",
         "--read-timeout-ms",
         "--idle-timeout-ms",
+        "--max-results-bytes",
         "--threads",
     ] {
         let zero = Config::try_parse_from(["lab", flag, "0"]);

@@ -29,3 +29,34 @@ async fn the_newest_results_file_is_served_and_none_is_204() {
     server.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_results_file_over_the_limit_is_an_error_not_read_into_memory() {
+    let dir = std::env::temp_dir().join(format!("lab-results-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = config();
+    config.results_dir = dir.clone();
+    config.max_results_bytes = 64;
+    let server = TestServer::with(config).await;
+    let fits = r#"{"runs":[],"name":"fits"}"#;
+    std::fs::write(dir.join("a.json"), fits).unwrap();
+    let (status, body) = server.get_json("/api/results/latest").await;
+    assert_eq!((status, &body["name"]), (200, &serde_json::json!("fits")));
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(
+        dir.join("b.json"),
+        format!(r#"{{"runs":[],"pad":"{}"}}"#, "x".repeat(64)),
+    )
+    .unwrap();
+    let (status, body) = server.get_json("/api/results/latest").await;
+    assert_eq!(status, 500);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("b.json") && error.contains("--max-results-bytes"),
+        "{error}"
+    );
+    // Still serving.
+    assert_eq!(server.post("r", "u", "after").await, 1);
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
