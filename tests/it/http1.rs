@@ -175,6 +175,35 @@ async fn connection_close_is_honoured() {
 }
 
 #[tokio::test]
+async fn an_http_1_1_request_without_one_valid_host_is_400() {
+    let server = TestServer::start().await;
+    for (head, status) in [
+        ("GET /healthz HTTP/1.1\r\n\r\n", 400),
+        ("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("GET /healthz HTTP/1.1\r\nHost: a b@c\r\n\r\n", 400),
+        ("GET /healthz HTTP/1.1\r\nHost: localhost:8080\r\n\r\n", 200),
+        ("GET /healthz HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 200),
+        // HTTP/1.0 has no such rule (and goes through hyper).
+        ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        // Nor does the check depend on the path a request takes: a chunked body is
+        // hyper's.
+        (
+            "POST /rooms/r/messages HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+    ] {
+        let mut conn = connect(&server).await;
+        send(&mut conn, head).await;
+        let got = answer(&mut conn).await;
+        assert_eq!(got.status, status, "{head:?}: {}", got.body);
+        if status == 400 {
+            assert!(got.body.contains("Host"), "{}", got.body);
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn requests_the_lean_path_does_not_serve_are_answered_by_hyper() {
     let server = TestServer::start().await;
 
