@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +29,7 @@ pub async fn accept(
     timeouts: Timeouts,
 ) {
     let timeouts = Arc::new(timeouts);
-    let service = TowerToHyperService::new(app);
+    let service = crate::http1::Service::new(app);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -158,32 +158,6 @@ fn newest_json(dir: &std::path::Path, limit: u64) -> Option<Result<Vec<u8>, Stri
     Some(Ok(body))
 }
 
-/// RFC 9112 3.2: an HTTP/1.1 request without a `Host`, with more than one, or with one
-/// that is not a host and port is answered 400 (the lab serves every host alike, but a
-/// request that breaks this MUST is not served as if it were whole).
-pub async fn require_host(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if request.version() == axum::http::Version::HTTP_11 {
-        let mut hosts = request.headers().get_all(header::HOST).iter();
-        let one_valid = match (hosts.next(), hosts.next()) {
-            (Some(host), None) => host
-                .as_bytes()
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)),
-            _ => false,
-        };
-        if !one_valid {
-            return ApiError::bad_request(
-                "an HTTP/1.1 request needs one Host header: a host and port",
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
 /// Unknown paths.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such path".into())

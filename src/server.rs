@@ -20,7 +20,6 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn(routes::require_host))
         .with_state(state)
 }
 

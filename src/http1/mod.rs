@@ -10,6 +10,7 @@
 //! server's memory; here a waiting connection holds only its task (and, once it has
 //! waited between two requests, its keep-alive timer).
 
+mod host;
 mod request;
 mod response;
 mod rewind;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::HttpBody;
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
@@ -30,7 +30,6 @@ use futures_util::{FutureExt, StreamExt};
 use hyper::server::conn::http1;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -40,8 +39,7 @@ use crate::error::ApiError;
 use crate::time_limit::within;
 use response::Framing;
 
-/// The router as hyper and the lean loop both call it.
-pub type Service = TowerToHyperService<Router>;
+pub use host::Service;
 
 /// Bytes asked of the kernel per read of a request.
 const READ_CHUNK: usize = 2048;
