@@ -573,8 +573,8 @@
 
   // ---- measured results ---------------------------------------------------------------
 
-  // A summary with nothing in it (no delivery measured) shows as '–', not 0.00.
-  const measured = (s) => (s && s.count > 0 ? s : undefined);
+  // A summary with nothing in it (`count` 0: no delivery measured) shows as '–', not 0.00.
+  const measured = (s) => (s && s.count !== 0 ? s : undefined);
 
   const COLUMNS = [
     ['Mode', (r) => (typeof r.part_of === 'string' ? `${r.mode} (in ${r.part_of})` : r.mode), 'text'],

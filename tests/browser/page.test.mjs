@@ -312,16 +312,20 @@ test('the results section shows the latest loadgen run, or how to make one', asy
   const run = (mode, p50) => ({
     mode,
     users: 100,
-    latency_us: { p50, p90: p50 * 2, p99: p50 * 4, p999: p50 * 8, max: p50 * 20, mean: p50 * 1.5 },
+    latency_us: { p50, p90: p50 * 2, p99: p50 * 4, p999: p50 * 8, max: p50 * 20, mean: p50 * 1.5, count: 10000 },
     deliveries: { expected: 10000, received: 10000, lost: 0, duplicated: 0, out_of_order: 0 },
     requests: { total: 5000, empty: 1200 },
     bytes_received: 3456789,
-    send_lag_us: { p99: 900, max: 4000 },
+    send_lag_us: { p99: 900, max: 4000, count: 100 },
     server: { cpu_seconds: 1.25, rss_bytes: 24 * 1024 * 1024, bytes_sent: 4567890 },
     loadgen: { cpu_seconds: 2.5 },
   });
   const fixture = { runs: [run('poll', 250000), run('long_poll', 1800), run('sse', 900), run('ws', 700)] };
   fixture.runs[0].deliveries.lost = 3;
+  // A transport that delivered nothing has no latency to show (the loadgen writes
+  // zeros with a count of 0).
+  fixture.runs[3].latency_us = { p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0, count: 0 };
+  Object.assign(fixture.runs[3].deliveries, { received: 0, lost: 10000 });
   await page.route('**/api/results/latest', (r) =>
     r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(fixture) }));
   await page.click('[data-testid=results-refresh]');
@@ -332,6 +336,9 @@ test('the results section shows the latest loadgen run, or how to make one', asy
   assert.equal(first[2], '250.0', 'p50 in ms');
   assert.equal(first[8], '10,000 / 10,000');
   assert.equal(first[9], '3', 'lost');
+  const last = await page.$$eval('[data-testid=results-row]:last-child td', (tds) => tds.map((t) => t.textContent));
+  assert.equal(last[0], 'ws');
+  assert.deepEqual(last.slice(2, 8), ['–', '–', '–', '–', '–', '–'], 'no latency measured');
   await page.unroute('**/api/results/latest');
 });
 
