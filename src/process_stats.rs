@@ -101,7 +101,7 @@ impl Collector for ProcessStats {
 /// runtime's thread for 7 ms, and 20 ms the first time (a scrape at the start of a
 /// measured window delayed the messages being written then). Older kernels give 0;
 /// there the folder is listed, less the descriptor the listing itself holds.
-pub fn open_fds() -> Option<u64> {
+fn open_fds() -> Option<u64> {
     match std::fs::metadata("/proc/self/fd").ok()?.len() {
         0 => Some((std::fs::read_dir("/proc/self/fd").ok()?.count() as u64).saturating_sub(1)),
         n => Some(n),

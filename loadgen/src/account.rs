@@ -31,16 +31,11 @@ pub fn nothing_delivered(rows: &[RunResult]) -> Result<(), LoadgenError> {
         .iter()
         .filter(|r| r.deliveries.expected > 0 && r.deliveries.received == 0)
         .map(|r| {
-            let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
             format!(
                 "{}: none of the {} deliveries owed came (errors: {})",
                 r.mode,
                 r.deliveries.expected,
-                if errors.is_empty() {
-                    "none".to_owned()
-                } else {
-                    errors.join(", ")
-                }
+                kinds(&r.errors)
             )
         })
         .collect();
@@ -68,10 +63,6 @@ pub fn nothing_counted(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
             "no message was due in the counted window".into(),
         ));
     }
-    let kinds: Vec<String> = send_errors(reports)
-        .iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect();
     let first = reports
         .iter()
         .find_map(|r| r.sent.first_refusal.as_deref())
@@ -79,8 +70,17 @@ pub fn nothing_counted(reports: &[WorkerReport]) -> Result<(), LoadgenError> {
     Err(LoadgenError::NothingMeasured(format!(
         "the server accepted none of the {refused} messages sent in the counted window \
          (send errors: {}){first}",
-        kinds.join(", ")
+        kinds(&send_errors(reports))
     )))
+}
+
+/// Error counts as a message says them: `status x3, timeout x1`, or `none`.
+fn kinds<K: std::fmt::Display>(errors: &BTreeMap<K, u64>) -> String {
+    if errors.is_empty() {
+        return "none".into();
+    }
+    let each: Vec<String> = errors.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    each.join(", ")
 }
 
 /// What the run timed and read about itself, besides the workers' reports.

@@ -130,7 +130,9 @@ pub fn validate(sc: &Scenario) -> Result<(), LoadgenError> {
         return bad("--ramp-up must be > 0");
     }
     if sc.message_bytes < MIN_MESSAGE_BYTES {
-        return bad("--message-bytes must be at least 32 (the text carries the send lag and time)");
+        return bad(&format!(
+            "--message-bytes must be at least {MIN_MESSAGE_BYTES} (the text carries the send lag and time)"
+        ));
     }
     if sc.poll_interval.is_zero() {
         return bad("--poll-interval must be > 0");

@@ -19,9 +19,9 @@ pub struct Tracker {
     run_start: Option<u64>,
     /// Earlier runs of ids received in order or ahead, sorted and disjoint.
     ranges: Vec<RangeInclusive<u64>>,
-    /// Ids skipped over that have not arrived (yet), each with the id that skipped
-    /// over them.
-    missing: Vec<(RangeInclusive<u64>, u64)>,
+    /// Ids skipped over that have not arrived (yet). The id that skipped over a range
+    /// is the one just above it.
+    missing: Vec<RangeInclusive<u64>>,
     /// Ids that arrived after a higher one (they count as received too), each with
     /// the id that had skipped over it.
     out_of_order: Vec<(u64, u64)>,
@@ -70,7 +70,7 @@ impl Tracker {
 
     /// The highest id up to which every id above the start was seen.
     pub fn complete_through(&self) -> u64 {
-        match self.missing.iter().map(|(r, _)| *r.start()).min() {
+        match self.missing.iter().map(|r| *r.start()).min() {
             Some(first_missing) => first_missing - 1,
             None => self.last,
         }
@@ -82,21 +82,21 @@ impl Tracker {
             self.run_start.get_or_insert(id);
             self.last = id;
         } else if id > self.last {
-            self.missing.push((self.last + 1..=id - 1, id));
+            self.missing.push(self.last + 1..=id - 1);
             if let Some(start) = self.run_start.replace(id) {
                 self.ranges.push(start..=self.last);
             }
             self.last = id;
-        } else if let Some(i) = self.missing.iter().position(|(r, _)| r.contains(&id)) {
-            let (r, by) = self.missing.remove(i);
-            // Those below it have now been skipped over by this id as well.
+        } else if let Some(i) = self.missing.iter().position(|r| r.contains(&id)) {
+            let r = self.missing.remove(i);
+            // The ids below it are now skipped over by this one, as `missing` says.
             if *r.start() < id {
-                self.missing.push((*r.start()..=id - 1, id));
+                self.missing.push(*r.start()..=id - 1);
             }
             if id < *r.end() {
-                self.missing.push((id + 1..=*r.end(), by));
+                self.missing.push(id + 1..=*r.end());
             }
-            self.out_of_order.push((id, by));
+            self.out_of_order.push((id, *r.end() + 1));
         } else {
             self.duplicated.push(id);
             return false;
@@ -147,9 +147,7 @@ impl Tracker {
             out_of_order,
         }
     }
-}
 
-impl Tracker {
     /// How many distinct ids above `end` were seen: for a user that stayed to the end
     /// of the run, ids no sender of the run had published.
     pub fn beyond(&self, end: u64) -> u64 {
@@ -217,7 +215,7 @@ mod tests {
         );
         let gaps = seen(0, &[1, 2, 5, 6, 9]);
         assert_eq!(gaps.runs().collect::<Vec<_>>(), [1..=2, 5..=6, 9..=9]);
-        assert_eq!(gaps.missing, [(3..=4, 5), (7..=8, 9)]);
+        assert_eq!(gaps.missing, [3..=4, 7..=8]);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! where "now" is, subscribe after it, receive and account until told to stop,
 //! reconnecting from the highest id seen whenever the connection breaks.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 
 use crate::conn::answered;
@@ -60,15 +62,71 @@ impl Stop {
 
     /// `through`: see [`User::through`]. A stream user that has the last id but not
     /// one before it reads on until the drain ends: the missing one may be behind it.
-    fn reached(&self, through: u64) -> bool {
-        self.end.is_some_and(|e| through >= e) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    /// Read only once the end is known: not on every delivery of the run.
+    fn reached(&self, through: impl FnOnce() -> u64) -> bool {
+        self.end.is_some_and(|e| through() >= e)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
+}
 
-    /// Points `timer` at the drain's deadline once it is known.
-    fn arm(&self, timer: Pin<&mut Sleep>, armed: &mut Option<Instant>, far: Instant) {
-        if self.deadline != *armed {
-            *armed = self.deadline;
-            timer.reset(armed.unwrap_or(far));
+/// What ended a wait on a user's request ([`Ends::wait`]).
+enum Wake<T> {
+    /// The request finished.
+    Done(T),
+    /// The user's time to leave came.
+    Leave,
+    /// The drain's deadline passed.
+    Over,
+    /// The user has every id it is owed, or the runner went away.
+    Finished,
+}
+
+/// What can end a wait besides the request itself: the run's final ids, the user's
+/// time to leave, the drain's deadline. These live as long as the user, so that each
+/// message costs one poll of each, not a timer and a waiter set up and torn down again.
+struct Ends<'p, 'n> {
+    finals: Pin<&'p mut Notified<'n>>,
+    leave: Pin<&'p mut Sleep>,
+    leaves: bool,
+    deadline: Pin<&'p mut Sleep>,
+    /// The deadline `deadline` is set to; `far` until the drain starts.
+    armed: Option<Instant>,
+    far: Instant,
+}
+
+impl Ends<'_, '_> {
+    /// Waits for `work`, or for what else ends the wait. `through`: see
+    /// [`User::through`], read when the final ids arrive. `work` is not dropped here,
+    /// so a caller may wait on it again (a poll's request is not cancel-safe).
+    async fn wait<T>(
+        &mut self,
+        work: Pin<&mut impl Future<Output = T>>,
+        stop: &mut Stop,
+        ctx: &WorkerCtx,
+        target: usize,
+        through: impl Fn() -> u64,
+    ) -> Wake<T> {
+        let mut work = work;
+        loop {
+            if stop.deadline != self.armed {
+                self.armed = stop.deadline;
+                self.deadline.as_mut().reset(self.armed.unwrap_or(self.far));
+            }
+            tokio::select! {
+                biased;
+                r = &mut work => return Wake::Done(r),
+                _ = self.finals.as_mut(), if stop.end.is_none() => {
+                    match ctx.finals.get() {
+                        Some(Some(f)) => stop.set(f[target]),
+                        _ => return Wake::Finished,
+                    }
+                    if stop.reached(&through) {
+                        return Wake::Finished;
+                    }
+                }
+                _ = self.leave.as_mut(), if self.leaves && stop.end.is_none() => return Wake::Leave,
+                _ = self.deadline.as_mut(), if stop.deadline.is_some() => return Wake::Over,
+            }
         }
     }
 }
@@ -113,9 +171,6 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     };
     let mut receiver: Option<R> = None;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    // The futures that can end a wait for the next message live as long as the user,
-    // so that each message costs one poll of each, not a timer and a waiter set up and
-    // torn down again.
     let finals = ctx.finals.changed();
     tokio::pin!(finals);
     finals.as_mut().enable();
@@ -123,7 +178,14 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     tokio::pin!(leave);
     let deadline = tokio::time::sleep_until(far);
     tokio::pin!(deadline);
-    let mut armed = None;
+    let mut ends = Ends {
+        finals,
+        leave,
+        leaves: plan.leave_at.is_some(),
+        deadline,
+        armed: None,
+        far,
+    };
     // Receives that failed in a row.
     let mut failures = 0u32;
 
@@ -138,74 +200,53 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
                 None => {}
             }
         }
-        if stop.reached(user.through::<R>()) {
+        if stop.reached(|| user.through::<R>()) {
             break;
         }
-        if receiver.is_none() {
+        let Some(rx) = receiver.as_mut() else {
             // Raced with the end of the run like a receive: a server that takes the
             // request and never answers must not hold the user (and the run) past
-            // the drain.
+            // the drain. The user's start is set by its first subscription, so what
+            // it has is checked at the top of the loop, not while subscribing.
             let attempt = {
                 let subscribe = user.subscribe::<R>(&plan, &sub, started);
                 tokio::pin!(subscribe);
-                loop {
-                    stop.arm(deadline.as_mut(), &mut armed, far);
-                    tokio::select! {
-                        biased;
-                        r = &mut subscribe => break Attempt::Done(r),
-                        _ = &mut finals, if stop.end.is_none() => match ctx.finals.get() {
-                            Some(Some(f)) => stop.set(f[plan.target]),
-                            _ => break 'run,
-                        },
-                        _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
-                            break Attempt::Leave;
-                        }
-                        _ = &mut deadline, if stop.deadline.is_some() => break Attempt::Over,
-                    }
-                }
+                ends.wait(subscribe, &mut stop, &ctx, plan.target, || 0)
+                    .await
             };
             match attempt {
-                // Checked against the end again: the first subscription sets the
-                // user's start.
-                Attempt::Done(Ok(rx)) => receiver = Some(rx),
-                Attempt::Done(Err(e)) => {
+                Wake::Done(Ok(rx)) => receiver = Some(rx),
+                Wake::Done(Err(e)) => {
                     user.error(&e);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Attempt::Leave => user.leave(&plan, &mut stop).await,
+                Wake::Leave => user.leave(&plan, &mut stop).await,
                 // The drain ended with the request unanswered.
-                Attempt::Over => {
+                Wake::Over => {
                     user.error(&ClientError::Timeout);
                     break;
                 }
+                Wake::Finished => break,
             }
             continue;
-        }
-        let rx = receiver.as_mut().expect("subscribed above");
+        };
         let got = {
             let next = rx.next(&sub, user.cursor);
             tokio::pin!(next);
             loop {
-                stop.arm(deadline.as_mut(), &mut armed, far);
-                tokio::select! {
-                    biased;
-                    r = &mut next => break r,
-                    _ = &mut finals, if stop.end.is_none() => {
-                        match ctx.finals.get() {
-                            Some(Some(f)) => stop.set(f[plan.target]),
-                            _ => break 'run,
-                        }
-                        if stop.reached(user.through::<R>()) {
-                            break 'run;
-                        }
-                    }
-                    _ = &mut leave, if plan.leave_at.is_some() && stop.end.is_none() => {
+                let through = || user.through::<R>();
+                match ends
+                    .wait(next.as_mut(), &mut stop, &ctx, plan.target, through)
+                    .await
+                {
+                    Wake::Done(r) => break r,
+                    Wake::Leave => {
                         user.leave(&plan, &mut stop).await;
-                        if stop.reached(user.through::<R>()) {
+                        if stop.reached(|| user.through::<R>()) {
                             break 'run;
                         }
                     }
-                    _ = &mut deadline, if stop.deadline.is_some() => break 'run,
+                    Wake::Over | Wake::Finished => break 'run,
                 }
             }
         };
@@ -233,15 +274,6 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     user.rec
 }
 
-/// How a subscription attempt ended.
-enum Attempt<R> {
-    Done(Result<R, ClientError>),
-    /// The user's time to leave came first.
-    Leave,
-    /// The drain ended first.
-    Over,
-}
-
 struct User<'a> {
     ctx: &'a WorkerCtx,
     rec: UserRecord,
@@ -256,7 +288,7 @@ impl User<'_> {
     /// every id (a missing one may yet come, out of order); on a poll, which asks only
     /// for ids above the highest it has seen, that highest id.
     fn through<R: Receiver>(&self) -> u64 {
-        if R::MAY_REORDER {
+        if R::STREAM {
             self.rec.tracker.complete_through()
         } else {
             self.rec.tracker.last()
@@ -297,7 +329,7 @@ impl User<'_> {
         let rx = R::open(http, sub, self.cursor).await?;
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[plan.transport];
-        if R::OPEN_REQUESTS {
+        if R::STREAM {
             stats.requests += 1;
         }
         if self.rec.subscribed {

@@ -58,11 +58,12 @@ struct RawMsg<'a> {
 
 impl RawMsg<'_> {
     fn fields(&self) -> Msg {
+        let (lag, stamp) = prefix_of(&self.text);
         Msg {
             id: self.id,
             client_ts: self.client_ts,
-            lag: lag_of(&self.text),
-            stamp: stamp_of(&self.text),
+            lag,
+            stamp,
             gap: self.gap,
             error: self.error.is_some(),
         }
@@ -141,16 +142,14 @@ pub fn text_with_stamp(lag_us: u64, client_ts: u64, bytes: usize) -> String {
     text
 }
 
-/// The `client_ts` a loadgen sender wrote into `text` after the lag, if it has one.
-pub fn stamp_of(text: &str) -> Option<u64> {
-    let (_, rest) = text.split_once(LAG_END)?;
-    rest.split_once(LAG_END)?.0.parse().ok()
-}
-
-/// The send lag a loadgen sender wrote at the start of `text`, if it has one.
-pub fn lag_of(text: &str) -> Option<u64> {
-    let end = text.find(LAG_END)?;
-    text[..end].parse().ok()
+/// The send lag and the `client_ts` a loadgen sender wrote at the start of `text`,
+/// each if it is there: one pass over the prefix.
+pub fn prefix_of(text: &str) -> (Option<u64>, Option<u64>) {
+    let Some((lag, rest)) = text.split_once(LAG_END) else {
+        return (None, None);
+    };
+    let stamp = rest.split_once(LAG_END).and_then(|(ts, _)| ts.parse().ok());
+    (lag.parse().ok(), stamp)
 }
 
 /// The JSON body of a POST.
@@ -167,15 +166,15 @@ mod tests {
     fn lag_and_stamp_round_trip_and_text_has_the_asked_length() {
         let t = text_with_stamp(1234, 1_795_800_000_123_456, 64);
         assert_eq!(t.len(), 64);
-        assert_eq!(lag_of(&t), Some(1234));
-        assert_eq!(stamp_of(&t), Some(1_795_800_000_123_456));
+        assert_eq!(prefix_of(&t).0, Some(1234));
+        assert_eq!(prefix_of(&t).1, Some(1_795_800_000_123_456));
         let longest = text_with_stamp(9_999_999_999, 9_999_999_999_999_999, MIN_MESSAGE_BYTES);
         assert!(longest.len() <= MIN_MESSAGE_BYTES, "{longest}");
-        assert_eq!(lag_of("hello"), None);
-        assert_eq!(lag_of("12x~"), None);
-        assert_eq!(stamp_of("12~xx"), None);
-        assert_eq!(stamp_of("12~3x~"), None);
-        assert_eq!(stamp_of("12~34~"), Some(34));
+        assert_eq!(prefix_of("hello").0, None);
+        assert_eq!(prefix_of("12x~").0, None);
+        assert_eq!(prefix_of("12~xx").1, None);
+        assert_eq!(prefix_of("12~3x~").1, None);
+        assert_eq!(prefix_of("12~34~").1, Some(34));
     }
 
     fn m(id: Option<u64>, client_ts: Option<u64>, lag: Option<u64>, gap: bool, error: bool) -> Msg {

@@ -13,8 +13,7 @@ pub struct LongPoll {
 
 impl Receiver for LongPoll {
     const NAME: &'static str = "long-poll";
-    const OPEN_REQUESTS: bool = false;
-    const MAY_REORDER: bool = false;
+    const STREAM: bool = false;
 
     async fn open(http: Conn, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
         let path = format!(

@@ -44,11 +44,11 @@ pub struct Sub<'a> {
 pub trait Receiver: Sized + 'static {
     /// The mode's name on the command line (the server's label with `-` for `_`).
     const NAME: &'static str;
-    /// Whether [`Receiver::open`] makes an HTTP request (a stream subscription).
-    const OPEN_REQUESTS: bool;
-    /// Whether an id below the highest seen can still come: a stream may deliver out
-    /// of order; a poll asks only for ids above the highest it has seen.
-    const MAY_REORDER: bool;
+    /// Whether the subscription is one request whose answer brings every message (SSE,
+    /// WebSocket): [`Receiver::open`] makes that request, and an id below the highest
+    /// seen may still come on it. A poll makes a request per answer, each asking only
+    /// for ids above the highest it has seen.
+    const STREAM: bool;
 
     /// Subscribes on `http` to the messages after `after`.
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;

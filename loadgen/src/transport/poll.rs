@@ -15,8 +15,7 @@ pub struct Poll {
 
 impl Receiver for Poll {
     const NAME: &'static str = "poll";
-    const OPEN_REQUESTS: bool = false;
-    const MAY_REORDER: bool = false;
+    const STREAM: bool = false;
 
     async fn open(http: Conn, sub: &Sub<'_>, _after: u64) -> Result<Self, ClientError> {
         let first = Instant::now() + sub.poll_interval.mul_f64(sub.phase);

@@ -16,8 +16,7 @@ pub struct Sse {
 
 impl Receiver for Sse {
     const NAME: &'static str = "sse";
-    const OPEN_REQUESTS: bool = true;
-    const MAY_REORDER: bool = true;
+    const STREAM: bool = true;
 
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let path = format!("/rooms/{}/events?after={after}", sub.room);

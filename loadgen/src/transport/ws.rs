@@ -84,8 +84,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ClientError> {
 
 impl Receiver for Ws {
     const NAME: &'static str = "ws";
-    const OPEN_REQUESTS: bool = true;
-    const MAY_REORDER: bool = true;
+    const STREAM: bool = true;
 
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let conn = http
