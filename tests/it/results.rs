@@ -1,16 +1,21 @@
 //! `/api/results/latest`: the newest load-generator run, or 204 when there is none.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::*;
 
+/// A server whose `--results-dir` is a fresh folder named after `name`, with `config`.
+async fn with_results_dir(name: &str, mut config: lab::Config) -> (PathBuf, TestServer) {
+    let dir = std::env::temp_dir().join(format!("lab-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    config.results_dir = dir.clone();
+    (dir, TestServer::with(config).await)
+}
+
 #[tokio::test]
 async fn the_newest_results_file_is_served_and_none_is_204() {
-    let dir = std::env::temp_dir().join(format!("lab-results-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut config = config();
-    config.results_dir = dir.clone();
-    let server = TestServer::with(config).await;
+    let (dir, server) = with_results_dir("results", config()).await;
     let url = server.url("/api/results/latest");
 
     let none = server.http.get(&url).send().await.unwrap();
@@ -32,12 +37,9 @@ async fn the_newest_results_file_is_served_and_none_is_204() {
 
 #[tokio::test]
 async fn a_results_file_over_the_limit_is_an_error_not_read_into_memory() {
-    let dir = std::env::temp_dir().join(format!("lab-results-big-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let mut config = config();
-    config.results_dir = dir.clone();
     config.max_results_bytes = 64;
-    let server = TestServer::with(config).await;
+    let (dir, server) = with_results_dir("results-big", config).await;
     let fits = r#"{"runs":[],"name":"fits"}"#;
     std::fs::write(dir.join("a.json"), fits).unwrap();
     let (status, body) = server.get_json("/api/results/latest").await;

@@ -58,6 +58,13 @@ impl Server {
         loadgen::run(std::slice::from_ref(&self.target), sc).unwrap()
     }
 
+    /// Runs `sc` against this server, which must end in an error; its message.
+    pub fn run_err(&self, sc: &Scenario) -> String {
+        loadgen::run(std::slice::from_ref(&self.target), sc)
+            .unwrap_err()
+            .to_string()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

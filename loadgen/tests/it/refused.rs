@@ -34,8 +34,7 @@ fn a_run_in_which_every_message_is_refused_is_an_error() {
     });
     let mut sc = short(Mix::Only(transport("sse")), 2, "refused-sends");
     sc.message_bytes = 64;
-    let err = loadgen::run(std::slice::from_ref(&server.target), &sc).unwrap_err();
-    let err = err.to_string();
+    let err = server.run_err(&sc);
     assert!(err.contains("accepted none of the"), "{err}");
     assert!(err.contains("413"), "{err}");
 }
@@ -51,8 +50,7 @@ fn a_server_at_its_room_limit_is_told_before_the_run() {
     assert_eq!(server.run(&first)[0].deliveries.lost, 0);
     let sc = short(Mix::Only(transport("ws")), 2, "refused-second-room");
     let started = std::time::Instant::now();
-    let err = loadgen::run(std::slice::from_ref(&server.target), &sc).unwrap_err();
-    let err = err.to_string();
+    let err = server.run_err(&sc);
     assert!(err.contains("refuses the run"), "{err}");
     assert!(err.contains("503") && err.contains("rooms"), "{err}");
     // Before the users connected, not after the counted window and the drain.
