@@ -40,6 +40,16 @@ use crate::time_limit::within;
 use response::Framing;
 
 pub use host::Service;
+pub use rewind::Rewind;
+
+/// The connection under a WebSocket that hyper upgraded, taken out of hyper's box and
+/// without its read buffer; `Err` gives back an upgrade of any other stream.
+pub fn upgraded_stream(
+    upgraded: hyper::upgrade::Upgraded,
+) -> Result<Rewind, hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<Rewind>>()?;
+    Ok(parts.io.into_inner().after_upgrade(parts.read_buf))
+}
 
 /// Bytes asked of the kernel per read of a request.
 const READ_CHUNK: usize = 2048;

@@ -18,6 +18,19 @@ impl Rewind {
     pub fn new(read: Bytes, inner: TcpStream) -> Rewind {
         Rewind { read, inner }
     }
+
+    /// The same stream once hyper has upgraded it: `read_past` (what hyper had read
+    /// beyond the handshake) comes first, then whatever hyper left unread here. An
+    /// empty `read_past` is let go, and with it hyper's read buffer, which an empty
+    /// slice of it would otherwise keep for the life of the connection.
+    pub fn after_upgrade(self, read_past: Bytes) -> Rewind {
+        let read = match (read_past.is_empty(), self.read.is_empty()) {
+            (true, _) => self.read,
+            (false, true) => read_past,
+            (false, false) => [read_past, self.read].concat().into(),
+        };
+        Rewind { read, ..self }
+    }
 }
 
 impl AsyncRead for Rewind {

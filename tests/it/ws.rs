@@ -161,6 +161,119 @@ async fn a_handshake_whose_key_is_not_16_bytes_of_base64_is_400() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_a_websocket_handshake_is_400_saying_why() {
+    let server = TestServer::start().await;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let handshake = |connection: &'static str, upgrade: &'static str, version: &'static str| {
+        server
+            .http
+            .get(server.url("/rooms/r/ws"))
+            .header("connection", connection)
+            .header("upgrade", upgrade)
+            .header("sec-websocket-version", version)
+            .header("sec-websocket-key", key)
+            .send()
+    };
+    for (connection, upgrade, version, why) in [
+        (
+            "keep-alive",
+            "websocket",
+            "13",
+            "`Connection` does not include `upgrade`",
+        ),
+        (
+            "upgrade",
+            "h2c",
+            "13",
+            "`Upgrade` does not include `websocket`",
+        ),
+        (
+            "upgrade",
+            "websocket",
+            "8",
+            "`Sec-WebSocket-Version` is not 13",
+        ),
+    ] {
+        let refused = handshake(connection, upgrade, version).await.unwrap();
+        assert_eq!(refused.status(), 400, "{connection} {upgrade} {version}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("not a WebSocket upgrade") && error.ends_with(why),
+            "{error}"
+        );
+    }
+    // Header values are token lists, in any case.
+    let taken = handshake("keep-alive, Upgrade", "WebSocket", "13")
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 101);
+    // A plain GET is no handshake either.
+    assert_eq!(server.get_json("/rooms/r/ws").await.0, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_handshake_are_read_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The handshake and the first frames in one write: they arrive before the server
+    // has answered, so they are read with the request, 12 KB of them: more than one
+    // read of the request takes.
+    let mut bytes = b"GET /rooms/r/ws?user=early HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+        Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        .to_vec();
+    let texts: Vec<String> = (1..=4)
+        .map(|i| format!("{i}{}", "x".repeat(2999)))
+        .collect();
+    for text in &texts {
+        let payload = format!(r#"{{"text":"{text}"}}"#);
+        let mask = [1, 2, 3, 4];
+        bytes.extend([0x81, 0x80 | 126]);
+        bytes.extend((payload.len() as u16).to_be_bytes());
+        bytes.extend(mask);
+        bytes.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    }
+    tcp.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut published = Vec::new();
+    for _ in 0..100 {
+        let (ids, page) = server.poll("/rooms/r/messages").await;
+        published = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["user"].as_str().unwrap().to_owned(),
+                    m["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if ids.len() == texts.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: Vec<_> = texts
+        .iter()
+        .map(|t| ("early".to_owned(), t.clone()))
+        .collect();
+    assert_eq!(published, sent);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_frame_over_16_times_the_message_limit_closes_with_1009() {
     let mut config = config();
     config.max_message_bytes = 64;
