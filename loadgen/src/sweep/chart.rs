@@ -72,7 +72,10 @@ pub fn svg(spec: &Spec, points: &[PointRuns], modes: &[String], rate: f64) -> Op
             .filter(|v| *v > 0.0)
             .fold(f64::INFINITY, f64::min);
         let ymin = if ymin.is_finite() { ymin } else { ymax / 10.0 };
-        let y = ymin / 1.5..ymax * 1.5;
+        // Whole decades at both ends: plotters labels a log axis at decades only, and
+        // a range inside one decade would carry one label or none.
+        let decade = |v: f64, round: fn(f64) -> f64| 10f64.powi(round(v.log10()) as i32);
+        let y = decade(ymin / 1.5, f64::floor)..decade(ymax * 1.5, f64::ceil);
         let ny = |v: f64| (v.max(y.start).ln() - y.start.ln()) / (y.end.ln() - y.start.ln());
         let legend = corner(&all, nx, ny);
         draw(&mut out, spec, &data, legend, x.clone(), x, y.log_scale())
@@ -267,6 +270,23 @@ mod tests {
         }
         assert!(svg.matches("<polygon").count() >= 2);
         assert!(svg.contains("<polyline"));
+        // A log axis whose values sit inside one decade still has a label at each end.
+        let narrow: Vec<PointRuns> = points
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                for r in &mut p.runs {
+                    r.p99_ms = 2.0 + r.repeat as f64;
+                }
+                p
+            })
+            .collect();
+        let svg = super::svg(&spec, &narrow, &modes, 10.0).unwrap();
+        assert!(svg.contains(">\n1\n</text>"), "no label under the values");
+        assert!(
+            svg.matches(">\n10\n</text>").count() >= 2,
+            "no label over the values"
+        );
         let spec = Spec {
             log_y: false,
             figure: Figure::ServerCpuMsPer1k,

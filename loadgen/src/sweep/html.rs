@@ -9,7 +9,7 @@ use super::chart::{self, Spec};
 use super::meta::Meta;
 use super::model::{self, Check};
 use super::points::{self, Figure, PointRuns, Spread};
-use super::verdict::{self, thousands, title};
+use super::verdict::{self, latency_ms, thousands, title};
 
 /// The charts drawn against users, for the main rate: (file stem, spec).
 pub fn chart_specs() -> Vec<(&'static str, Spec<'static>)> {
@@ -75,12 +75,18 @@ fn esc(s: &str) -> String {
 }
 
 fn spread(s: Option<Spread>, digits: usize) -> String {
+    spread_with(s, |v| format!("{v:.digits$}"))
+}
+
+fn spread_with(s: Option<Spread>, show: impl Fn(f64) -> String) -> String {
     match s {
         None => "-".into(),
-        Some(s) if s.min == s.max => format!("{:.digits$}", s.median),
+        Some(s) if s.min == s.max => show(s.median),
         Some(s) => format!(
-            "{:.digits$} <small>[{:.digits$}-{:.digits$}]</small>",
-            s.median, s.min, s.max
+            "{} <small>[{}-{}]</small>",
+            show(s.median),
+            show(s.min),
+            show(s.max)
         ),
     }
 }
@@ -161,9 +167,10 @@ pub fn render(
 
     h.push_str(
         "<h2>Every point</h2><p>Median of the repeats, <small>[min-max]</small>. Latency is receive time minus the actual send \
-         (<code>client_ts</code>); requests and bytes are the receivers' (headers and framing included); memory per user is the \
+         (<code>client_ts</code>); the p99 from the due time counts from when each message was scheduled instead, so a \
+         sender that fell behind its schedule (coordinated omission) shows there and not in the other columns; requests and bytes are the receivers' (headers and framing included); memory per user is the \
          server's resident growth over its empty state, divided by users.</p><table><tr><th>mode</th><th>users</th><th>msg/s</th>\
-         <th>runs</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>requests / delivery</th><th>bytes / delivery</th>\
+         <th>runs</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>p99 ms from due time</th><th>requests / delivery</th><th>bytes / delivery</th>\
          <th>server CPU ms / 1k</th><th>loadgen CPU ms / 1k</th><th>server KiB / user</th><th>received / expected</th>\
          <th>lost</th><th>dup</th><th>out of order</th><th>errors</th></tr>",
     );
@@ -173,14 +180,15 @@ pub fn render(
         let _ = write!(
             h,
             "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{r} / {e}</td><td>{l}</td><td>{d}</td><td>{o}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{r} / {e}</td><td>{l}</td><td>{d}</td><td>{o}</td><td>{}</td></tr>",
             esc(&p.mode),
             thousands(p.users),
             p.rate,
             p.runs.len(),
-            spread(p.spread(Figure::P50Ms), 2),
-            spread(p.spread(Figure::P95Ms), 2),
-            spread(p.spread(Figure::P99Ms), 2),
+            spread_with(p.spread(Figure::P50Ms), latency_ms),
+            spread_with(p.spread(Figure::P95Ms), latency_ms),
+            spread_with(p.spread(Figure::P99Ms), latency_ms),
+            spread_with(p.spread(Figure::DueP99Ms), latency_ms),
             spread(p.spread(Figure::RequestsPerDelivery), 3),
             spread(p.spread(Figure::BytesPerDelivery), 0),
             spread(p.spread(Figure::ServerCpuMsPer1k), 2),
@@ -251,6 +259,7 @@ pub fn points_csv(all: &[PointRuns]) -> String {
         ("p50_ms", Figure::P50Ms),
         ("p95_ms", Figure::P95Ms),
         ("p99_ms", Figure::P99Ms),
+        ("due_p99_ms", Figure::DueP99Ms),
         ("requests_per_delivery", Figure::RequestsPerDelivery),
         ("bytes_per_delivery", Figure::BytesPerDelivery),
         ("server_cpu_ms_per_1k", Figure::ServerCpuMsPer1k),
@@ -300,13 +309,14 @@ pub fn summary_markdown(all: &[PointRuns], failures: &[String]) -> String {
         let _ = writeln!(out, "- {s}");
     }
     out.push_str(
-        "\n| mode | users | msg/s | p50 ms | p99 ms | requests / delivery | bytes / delivery \
+        "\n| mode | users | msg/s | p50 ms | p99 ms | p99 ms from due | requests / delivery | bytes / delivery \
          | server CPU ms / 1k | loadgen CPU ms / 1k | server KiB / user | lost, dup |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let med = |p: &PointRuns, f: Figure, digits: usize| {
         p.median(f).map_or("-".into(), |v| format!("{v:.digits$}"))
     };
+    let lat = |p: &PointRuns, f: Figure| p.median(f).map_or("-".into(), latency_ms);
     let mut sorted: Vec<&PointRuns> = all.iter().collect();
     sorted.sort_by(|a, b| {
         (rates.iter().position(|r| *r == a.rate), a.users)
@@ -316,12 +326,13 @@ pub fn summary_markdown(all: &[PointRuns], failures: &[String]) -> String {
         let [_, _, l, d, _] = p.deliveries();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {l}, {d} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {l}, {d} |",
             p.mode,
             thousands(p.users),
             p.rate,
-            med(p, Figure::P50Ms, 1),
-            med(p, Figure::P99Ms, 1),
+            lat(p, Figure::P50Ms),
+            lat(p, Figure::P99Ms),
+            lat(p, Figure::DueP99Ms),
             med(p, Figure::RequestsPerDelivery, 2),
             med(p, Figure::BytesPerDelivery, 0),
             med(p, Figure::ServerCpuMsPer1k, 1),

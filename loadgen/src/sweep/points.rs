@@ -43,6 +43,8 @@ pub enum Figure {
     P50Ms,
     P95Ms,
     P99Ms,
+    /// p99 counted from when each message was due, not when it was sent.
+    DueP99Ms,
     RequestsPerDelivery,
     RequestsPerS,
     BytesPerDelivery,
@@ -58,6 +60,7 @@ impl Figure {
             Figure::P50Ms => Some(r.p50_ms),
             Figure::P95Ms => Some(r.p95_ms),
             Figure::P99Ms => Some(r.p99_ms),
+            Figure::DueP99Ms => Some(r.due_p99_ms),
             Figure::RequestsPerDelivery => r.requests_per_delivery(),
             Figure::RequestsPerS => r.requests_per_s(),
             Figure::BytesPerDelivery => r.bytes_per_delivery(),
