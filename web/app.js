@@ -10,6 +10,7 @@
   const MAX_ROWS = 300;          // rows kept per pane's list; counters keep counting
   const RETRY_MS = 1000;         // first retry delay, doubled up to RETRY_MAX_MS
   const RETRY_MAX_MS = 8000;
+  const RESTART_TEXT = 'the server started again: its ids begin anew here';
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   // eslint-disable-next-line no-control-regex
   const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -118,9 +119,11 @@
     return '/rooms/' + encodeURIComponent(room) + '/' + suffix;
   }
 
+  // An empty or non-numeric field means the default, not 0.
   function numberSetting(input, lo, hi, fallback) {
-    const v = Number(input.value);
-    return Number.isFinite(v) ? Math.min(hi, Math.max(lo, Math.round(v))) : fallback;
+    const raw = input.value.trim();
+    const v = Number(raw);
+    return raw !== '' && Number.isFinite(v) ? Math.min(hi, Math.max(lo, Math.round(v))) : fallback;
   }
 
   // ---- one pane per transport ----------------------------------------------------------
@@ -155,6 +158,7 @@
 
     reset() {
       this.lastId = null;
+      this.lostTouch = false;  // a stream reopened after a break checks where "now" is
       this.gapOpen = false;
       this.c = { requests: 0, empty: 0, bytes: 0, messages: 0 };
       this.lat = [];         // sorted latencies, ms
@@ -179,6 +183,7 @@
 
     disconnect() {
       this.wanted = false;
+      this.lostTouch = true;
       this.toggleEl.textContent = 'Connect';
       this.toggleEl.setAttribute('aria-pressed', 'false');
       this.stop();
@@ -209,13 +214,47 @@
       const signal = this.abort.signal;
       if (this.kind === 'poll') this.pollLoop(gen, signal, false);
       else if (this.kind === 'longpoll') this.pollLoop(gen, signal, true);
-      else if (this.kind === 'sse') this.startSse(gen);
-      else this.startWs(gen);
+      else if (this.lostTouch) this.checkThenStream(gen, signal);
+      else this.startStream(gen);
+    }
+
+    startStream(gen) {
+      if (this.kind === 'sse') this.startSse(gen); else this.startWs(gen);
+    }
+
+    // A stream back after an error first asks where "now" is: a server that started
+    // again has a newest id below the pane's, and a stream resumed after the pane's id
+    // would pass over the new server's messages without a word (a poll's answer says
+    // as much by itself).
+    async checkThenStream(gen, signal) {
+      try {
+        this.c.requests++;
+        const res = await fetch(roomPath('messages') + '?after=' + NOW + '&limit=1', { signal, cache: 'no-store' });
+        const text = await res.text();
+        if (gen !== this.gen) return;
+        this.c.bytes += utf8Len(text);
+        const body = JSON.parse(text);
+        if (!res.ok || !Number.isInteger(body.last_id)) throw new Error('HTTP ' + res.status);
+        this.lostTouch = false;
+        if (body.last_id < this.lastId) {
+          this.marker('restart', RESTART_TEXT);
+          this.lastId = 0;
+          this.gapOpen = false;
+        }
+      } catch {
+        if (gen !== this.gen) return;
+        this.render();
+        this.scheduleRetry(gen);
+        return;
+      }
+      this.render();
+      this.startStream(gen);
     }
 
     // An error on a live connection: show it and try again after a growing delay.
     scheduleRetry(gen) {
       if (gen !== this.gen || !this.wanted) return;
+      this.lostTouch = true;
       this.setState('retrying');
       const delay = this.retryDelay;
       this.retryDelay = Math.min(RETRY_MAX_MS, this.retryDelay * 2);
@@ -265,10 +304,17 @@
           return;
         }
         this.opened();
+        if (Number.isInteger(body.last_id) && body.last_id < asked) {
+          // The room's newest id is below what this pane has shown: the server started
+          // again (its ids with it). Show the new server's messages from its first.
+          this.restarted();
+          continue;
+        }
+        const received = Date.now();
         const msgs = body.messages;
         if (msgs.length === 0) this.c.empty++;
         if (body.gap) this.gap(asked, msgs.length ? msgs[0].id : null);
-        for (const m of msgs) this.deliver(m);
+        for (const m of msgs) this.deliver(m, received);
         this.render();
         let wait;
         if (msgs.length >= POLL_LIMIT) wait = 0; // more is waiting
@@ -304,19 +350,12 @@
         this.gap(g.after, g.next_id);
         this.render();
       });
+      // EventSource would reconnect by itself every `retry` (1 s) for as long as the
+      // server is away; the pane reconnects instead, with after= the last id it has
+      // shown, backing off as the other panes do.
       es.onerror = () => {
         if (gen !== this.gen) return;
-        if (es.readyState === EventSource.CONNECTING) {
-          // EventSource reconnects by itself and sends Last-Event-ID: the server
-          // resumes after the last event this stream received.
-          this.c.requests++;
-          this.setState('retrying');
-          this.render();
-        } else {
-          // Closed for good (an error status or wrong content type): start anew,
-          // with after= the last id this pane has seen.
-          this.scheduleRetry(gen);
-        }
+        this.scheduleRetry(gen);
       };
     }
 
@@ -343,7 +382,11 @@
         try { m = JSON.parse(e.data); } catch { return this.render(); }
         if (m && m.gap === true) this.gap(m.after, m.next_id);
         else if (m && typeof m.id === 'number') this.deliver(m);
-        else if (m && typeof m.error === 'string') showStatus('WebSocket: ' + m.error, true);
+        else if (m && typeof m.error === 'string') {
+          showStatus('WebSocket: ' + m.error, true);
+          // The text the server refused comes back to the composer if it is empty.
+          if (ui.text.value === '' && lastWsText != null) ui.text.value = lastWsText;
+        }
         this.render();
       };
       ws.onclose = () => {
@@ -353,11 +396,16 @@
       };
     }
 
-    // A new message from this pane's transport. Anything at or below the last id
-    // shown is a duplicate and is dropped.
-    deliver(m) {
+    // A new message from this pane's transport, received at `at` (ms since the epoch).
+    // Anything at or below the last id shown is a duplicate and is dropped; on a stream,
+    // which resumes after that id and never repeats one, it means the server started
+    // again.
+    deliver(m, at = Date.now()) {
       if (!m || typeof m.id !== 'number') return;
-      if (this.lastId != null && m.id <= this.lastId) return;
+      if (this.lastId != null && m.id <= this.lastId) {
+        if (this.stream) this.restarted();
+        return;
+      }
       if (this.lastId != null && m.id > this.lastId + 1 && !this.gapOpen) {
         this.marker('missing', `ids ${this.lastId + 1}–${m.id - 1} not received`);
       }
@@ -366,7 +414,7 @@
       this.c.messages++;
       let latency = null;
       if (typeof m.client_ts === 'number') {
-        latency = (Date.now() * 1000 - m.client_ts) / 1000;
+        latency = (at * 1000 - m.client_ts) / 1000;
         insertSorted(this.lat, latency);
       }
       const li = el('li', 'msg');
@@ -379,6 +427,15 @@
         el('span', 'lat', latency == null ? '' : fmtMs(latency)),
       );
       this.append(li);
+    }
+
+    // The server's ids went back: it restarted, or the room was made anew. The pane
+    // says so and starts from the new server's first message (a stream reconnects).
+    restarted() {
+      this.marker('restart', RESTART_TEXT);
+      this.lastId = 0;
+      this.gapOpen = false;
+      if (this.stream) this.restart('connecting');
     }
 
     // The server says messages between `after` and `next` are no longer held.
@@ -397,12 +454,20 @@
       this.append(li);
     }
 
+    // Whether the list was scrolled to its end is read once a frame, before the frame's
+    // first row: read after every row, it made the browser lay the list out again per
+    // message, which froze the page for seconds in a burst.
     append(li) {
       const list = this.listEl;
-      const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
+      if (this.follow == null) {
+        this.follow = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
+        requestAnimationFrame(() => {
+          if (this.follow) list.scrollTop = list.scrollHeight;
+          this.follow = null;
+        });
+      }
       list.append(li);
       while (list.childElementCount > MAX_ROWS) list.firstElementChild.remove();
-      if (atBottom) list.scrollTop = list.scrollHeight;
     }
 
     render() {
@@ -477,6 +542,7 @@
   // ---- sending ------------------------------------------------------------------------
 
   let pending = [];   // texts waiting for the WebSocket pane's socket to open
+  let lastWsText = null;
 
   function showStatus(text, isError) {
     ui.status.textContent = text;
@@ -493,8 +559,16 @@
     while (pending.length && ws && ws.readyState === WebSocket.OPEN && wsPane.wsUser === ui.name.value) {
       const text = pending.shift();
       ws.send(JSON.stringify({ text, client_ts: nowMicros() }));
+      sent(text);
+      lastWsText = text;
       showStatus('Sent over the WebSocket');
     }
+  }
+
+  // A text leaves the composer once it is sent, not before: one that fails stays there
+  // to be sent again. What was typed since is left alone.
+  function sent(text) {
+    if (ui.text.value === text) ui.text.value = '';
   }
 
   async function sendPost(user, text) {
@@ -507,6 +581,7 @@
       });
       const body = await res.json().catch(() => ({}));
       if (!res.ok) throw new Error(body.error || 'HTTP ' + res.status);
+      sent(text);
       showStatus(`Sent #${body.id} with POST in ${fmtMs(performance.now() - started)}`);
     } catch (e) {
       showStatus('Not sent: ' + e.message, true);
@@ -538,15 +613,21 @@
       ui.name.focus();
       return;
     }
+    // The length limit is the server's (--max-message-bytes): it says so when a text
+    // is over it, and the text stays here.
     if (text.length === 0) return;
-    if (utf8Len(text) > 4096) {
-      showStatus('Message too long: at most 4096 bytes of UTF-8', true);
-      return;
-    }
     if (ui.via.value === 'ws') sendWs(user, text); else sendPost(user, text);
-    ui.text.value = '';
     ui.text.focus();
   });
+
+  // A new interval or timeout takes effect now, not after the sleep or held poll that
+  // was started with the old one.
+  for (const [input, kind] of [[ui.pollInterval, 'poll'], [ui.lpTimeout, 'longpoll']]) {
+    input.addEventListener('change', () => {
+      const pane = panes.find((p) => p.kind === kind);
+      if (pane.wanted && pane.state === 'open') pane.restart('open');
+    });
+  }
 
   ui.name.addEventListener('change', () => {
     if (!validName(ui.name.value)) return;
@@ -676,7 +757,8 @@
   // A line about where and when the runs were measured, from the run file's own fields.
   function runFacts(d) {
     const out = [];
-    if (Number.isFinite(d.created_unix_s)) {
+    // toISOString throws for a time beyond what a Date can hold.
+    if (Number.isFinite(d.created_unix_s) && Math.abs(d.created_unix_s) < 8.64e12) {
       out.push('measured ' + new Date(d.created_unix_s * 1000).toISOString().slice(0, 16).replace('T', ' ') + ' UTC');
     }
     const t = d.tool;
@@ -728,6 +810,7 @@
       renderResults(await res.json());
     } catch (e) {
       const p = el('p', 'error', 'Could not load results: ' + e.message);
+      $('#results-meta').replaceChildren();
       body.replaceChildren(p);
     }
   }

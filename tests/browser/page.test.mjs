@@ -6,7 +6,8 @@
 // on a free loopback port with a short --history and --queue-capacity, opens the page in a room of its own and
 // checks what a person would: every message shows once in all four panes with the same id
 // and order, text stays text, a pane that disconnects and reconnects misses and doubles
-// nothing, a pane that comes back too late shows a gap, the layout holds at 375 px, the
+// nothing, a pane that comes back too late shows a gap, a refused text stays in the
+// composer, a server that starts again is noticed, the layout holds at 375 px, the
 // console stays clean. Saves results/screenshot.png (1280x900). Never downloads a browser:
 // CHROMIUM (default /usr/bin/chromium) is the one Debian installs.
 import { test, before, after } from 'node:test';
@@ -68,8 +69,9 @@ async function eventually(check, ms = 10000) {
   }
 }
 
-async function startLab() {
-  const port = await freePort();
+// On `port` when given (a restart), else on a free one.
+async function startLab(port) {
+  port = port ?? (await freePort());
   base = `http://127.0.0.1:${port}`;
   lab = spawn(LAB_BIN, ['--addr', `127.0.0.1:${port}`, '--history', String(HISTORY), '--queue-capacity', String(QUEUE_CAPACITY)], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (d) => { labLog = (labLog + d).slice(-20000); };
@@ -284,6 +286,40 @@ test('counters count requests, bytes, messages and latency', async () => {
   assert.equal(counters.ws.empty, 'n/a');
 });
 
+test('a text the server refuses stays in the composer, whole', async () => {
+  const errorsBefore = consoleErrors.length;
+  // Over the server's --max-message-bytes (4096): the server says so, the page does
+  // not cut the text to fit.
+  const long = 'x'.repeat(5000);
+  const status = () => page.textContent('[data-testid=send-status]');
+  await compose(long, 'post');
+  await eventually(async () => assert.match(await status(), /^Not sent: .*the limit is 4096/));
+  assert.equal(await page.inputValue('[data-testid=text]'), long, 'kept, whole, after a refused POST');
+  await compose(long, 'ws');
+  await eventually(async () => assert.match(await status(), /^WebSocket: .*the limit is 4096/));
+  assert.equal(await page.inputValue('[data-testid=text]'), long, 'given back after the socket refused it');
+  await page.fill('[data-testid=text]', '');
+  // The browser logs the refused POST's 413 itself; nothing else was logged.
+  const logged = consoleErrors.splice(errorsBefore);
+  assert.ok(logged.every((e) => /413/.test(e.text)), JSON.stringify(logged));
+});
+
+test('an emptied poll interval means the default, and a new one applies at once', async () => {
+  const requests = async () =>
+    Number((await page.textContent('[data-testid=pane-poll] [data-testid=requests]')).replace(/[^0-9]/g, ''));
+  const rate = async () => {
+    const before = await requests();
+    await delay(1500);
+    return (await requests()) - before;
+  };
+  await page.fill('[data-testid=poll-interval]', '');
+  await page.dispatchEvent('[data-testid=poll-interval]', 'change');
+  assert.ok((await rate()) <= 3, 'an empty field polls at the default 1 s, not at the 50 ms floor');
+  await page.fill('[data-testid=poll-interval]', '200');
+  await page.dispatchEvent('[data-testid=poll-interval]', 'change');
+  assert.ok((await rate()) >= 5, '200 ms applies without waiting out the old interval');
+});
+
 test('screenshot: four panes with the same messages and their counters', async () => {
   await page.setViewportSize({ width: 1280, height: 900 });
   const last = ['typed here, sent with POST', 'typed here, sent over the WebSocket'];
@@ -339,6 +375,19 @@ test('the results section shows the latest loadgen run, or how to make one', asy
   const last = await page.$$eval('[data-testid=results-row]:last-child td', (tds) => tds.map((t) => t.textContent));
   assert.equal(last[0], 'ws');
   assert.deepEqual(last.slice(2, 8), ['–', '–', '–', '–', '–', '–'], 'no latency measured');
+  // A load that fails takes the shown run's header line with its table.
+  await page.unroute('**/api/results/latest');
+  fixture.created_unix_s = 1795777152;
+  await page.route('**/api/results/latest', (r) =>
+    r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(fixture) }));
+  await page.click('[data-testid=results-refresh]');
+  await eventually(async () => assert.match(await page.textContent('#results-meta'), /measured 2026-11-27/));
+  await page.unroute('**/api/results/latest');
+  await page.route('**/api/results/latest', (r) =>
+    r.fulfill({ status: 200, contentType: 'application/json', body: '{"runs": [' }));
+  await page.click('[data-testid=results-refresh]');
+  await eventually(async () => assert.match(await page.textContent('#results-body'), /Could not load results/));
+  assert.equal(await page.textContent('#results-meta'), '', 'no header line left from the earlier run');
   await page.unroute('**/api/results/latest');
 });
 
@@ -389,4 +438,31 @@ test('a pane that comes back after the history moved on shows a gap, then carrie
 test('the console shows no errors and no dialog fired', async () => {
   assert.deepEqual(consoleErrors, []);
   assert.deepEqual(dialogs, []);
+});
+
+// Last: the server is stopped and started again, which the browser logs as failed
+// requests while it is away.
+test('after the server starts again, every pane says so and shows its messages', async () => {
+  const room = ROOM + '-restart';
+  await page.goto(`${base}/?room=${room}&name=${USER}`);
+  for (const k of KINDS) await waitOpen(k);
+  await page.fill('[data-testid=poll-interval]', '200');
+  for (let i = 1; i <= 5; i++) await postDirect('dave', `before restart ${i}`, room);
+  await waitForText('before restart 5');
+  await stopLab();
+  await startLab(Number(new URL(base).port));
+  // The new server's ids start again at 1, below the 5 every pane has shown.
+  const after = [];
+  for (let i = 1; i <= 3; i++) {
+    after.push(`after restart ${i}`);
+    await postDirect('dave', after[i - 1], room);
+  }
+  await waitForText(after[2], 30000);
+  await delay(300);
+  for (const k of KINDS) {
+    const said = await page.$$eval(`[data-testid=pane-${k}] [data-testid=restart]`, (els) => els.length);
+    assert.equal(said, 1, `pane ${k} says once that the server started again`);
+    const r = await rows(k);
+    assert.deepEqual(r.slice(5).map((x) => [x[0], x[2]]), after.map((t, i) => [i + 1, t]), `pane ${k}`);
+  }
 });
