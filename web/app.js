@@ -144,9 +144,10 @@
       if (this.stream) {
         this.out.empty.textContent = 'n/a';
         this.out.empty.parentElement.title = 'A stream has no empty answers: it sends only when there is something to say';
-        this.out.requests.parentElement.title = this.kind === 'ws'
+        this.out.requests.parentElement.title = (this.kind === 'ws'
           ? 'WebSocket upgrade requests (one per connection)'
-          : 'Stream requests (one per connection, reconnects included)';
+          : 'Stream requests (one per connection)') +
+          ', and after a break one short poll that asks where "now" is';
       }
       this.toggleEl.addEventListener('click', () => (this.wanted ? this.disconnect() : this.connect()));
       this.wanted = false;
@@ -222,10 +223,11 @@
       if (this.kind === 'sse') this.startSse(gen); else this.startWs(gen);
     }
 
-    // A stream back after an error first asks where "now" is: a server that started
-    // again has a newest id below the pane's, and a stream resumed after the pane's id
-    // would pass over the new server's messages without a word (a poll's answer says
-    // as much by itself).
+    // A stream back after a break first asks where "now" is: a server that started
+    // again and has not yet reached the pane's id has a newest id below it, and a
+    // stream resumed after the pane's id would pass over the new server's messages
+    // without a word (a poll's answer says as much by itself). A new server that has
+    // already passed the pane's id cannot be told from the old one by its ids.
     async checkThenStream(gen, signal) {
       try {
         this.c.requests++;
@@ -389,9 +391,15 @@
         }
         this.render();
       };
-      ws.onclose = () => {
+      ws.onclose = (e) => {
         if (gen !== this.gen) return;
         this.ws = null;
+        if (e.code === 1009) {
+          // Over 16 x the server's message limit, a frame is refused by closing the
+          // socket, without an error frame: the text comes back to the composer.
+          showStatus('WebSocket: the server closed the socket on a message that large', true);
+          if (ui.text.value === '' && lastWsText != null) ui.text.value = lastWsText;
+        }
         this.scheduleRetry(gen);
       };
     }
@@ -542,7 +550,12 @@
   // ---- sending ------------------------------------------------------------------------
 
   let pending = [];   // texts waiting for the WebSocket pane's socket to open
+  // The last text put on the socket: given back when the server refuses one (its error
+  // frame does not say which, and the last is the likeliest).
   let lastWsText = null;
+  // The text being sent (a POST not yet answered, or queued for the socket): the same
+  // text again is not sent twice by a second Enter.
+  let sending = null;
 
   function showStatus(text, isError) {
     ui.status.textContent = text;
@@ -552,6 +565,7 @@
   function failPending(why) {
     if (pending.length) showStatus(why, true);
     pending = [];
+    sending = null;
   }
 
   function flushPending() {
@@ -568,6 +582,7 @@
   // A text leaves the composer once it is sent, not before: one that fails stays there
   // to be sent again. What was typed since is left alone.
   function sent(text) {
+    if (sending === text) sending = null;
     if (ui.text.value === text) ui.text.value = '';
   }
 
@@ -584,12 +599,14 @@
       sent(text);
       showStatus(`Sent #${body.id} with POST in ${fmtMs(performance.now() - started)}`);
     } catch (e) {
+      if (sending === text) sending = null;
       showStatus('Not sent: ' + e.message, true);
     }
   }
 
   function sendWs(user, text) {
     if (!wsPane.wanted) {
+      sending = null;
       showStatus('Connect the WebSocket pane to send over it', true);
       return;
     }
@@ -615,7 +632,8 @@
     }
     // The length limit is the server's (--max-message-bytes): it says so when a text
     // is over it, and the text stays here.
-    if (text.length === 0) return;
+    if (text.length === 0 || text === sending) return;
+    sending = text;
     if (ui.via.value === 'ws') sendWs(user, text); else sendPost(user, text);
     ui.text.focus();
   });

@@ -15,8 +15,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -65,12 +65,15 @@ async fn upgrade(
     State(state): State<AppState>,
     RoomName(room): RoomName,
     params: Result<StrictQuery<Params>, ApiError>,
-    handshake: Result<Handshake, ApiError>,
+    handshake: Result<Handshake, Refused>,
 ) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();
     let params = common::query(params)?;
-    let handshake = handshake?;
+    let handshake = match handshake {
+        Ok(handshake) => handshake,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     if let Some(user) = &params.user {
         common::check_name("user", user)?;
     }
@@ -98,21 +101,28 @@ struct Handshake {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Handshake {
-    type Rejection = ApiError;
+    type Rejection = Refused;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Refused> {
         let headers = &parts.headers;
+        // The route takes HEAD with GET; a handshake is a GET alone.
+        if parts.method != Method::GET {
+            return Err(not_an_upgrade("the method is not GET").into());
+        }
         if parts.version != Version::HTTP_11 {
-            return Err(not_an_upgrade("it is not an HTTP/1.1 request"));
+            return Err(not_an_upgrade("it is not an HTTP/1.1 request").into());
         }
         if !has_token(headers, header::CONNECTION, "upgrade") {
-            return Err(not_an_upgrade("`Connection` does not include `upgrade`"));
+            return Err(not_an_upgrade("`Connection` does not include `upgrade`").into());
         }
         if !has_token(headers, header::UPGRADE, "websocket") {
-            return Err(not_an_upgrade("`Upgrade` does not include `websocket`"));
+            return Err(not_an_upgrade("`Upgrade` does not include `websocket`").into());
         }
         if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-            return Err(not_an_upgrade("`Sec-WebSocket-Version` is not 13"));
+            return Err(Refused {
+                error: not_an_upgrade("`Sec-WebSocket-Version` is not 13"),
+                name_version: true,
+            });
         }
         let key = check_key(headers)?;
         let on_upgrade = parts
@@ -130,6 +140,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             response,
             on_upgrade,
         })
+    }
+}
+
+/// A refused handshake: a 400 saying why. One in a version the server does not speak
+/// also names the one it does (RFC 6455 4.2.2).
+struct Refused {
+    error: ApiError,
+    name_version: bool,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused {
+            error,
+            name_version: false,
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if self.name_version {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        response
     }
 }
 

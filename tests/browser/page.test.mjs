@@ -299,6 +299,19 @@ test('a text the server refuses stays in the composer, whole', async () => {
   await eventually(async () => assert.match(await status(), /^WebSocket: .*the limit is 4096/));
   assert.equal(await page.inputValue('[data-testid=text]'), long, 'given back after the socket refused it');
   await page.fill('[data-testid=text]', '');
+  // Enter pressed again while the text is on its way (a slow answer) sends it once.
+  await page.route('**/rooms/*/messages', async (r) => {
+    if (r.request().method() === 'POST') await delay(400);
+    await r.continue();
+  });
+  await compose('sent once', 'post');
+  await page.press('[data-testid=text]', 'Enter');
+  await waitForText('sent once');
+  await delay(600);
+  await page.unroute('**/rooms/*/messages');
+  for (const k of KINDS) {
+    assert.equal((await rows(k)).filter((r) => r[2] === 'sent once').length, 1, `pane ${k}`);
+  }
   // The browser logs the refused POST's 413 itself; nothing else was logged.
   const logged = consoleErrors.splice(errorsBefore);
   assert.ok(logged.every((e) => /413/.test(e.text)), JSON.stringify(logged));
@@ -315,6 +328,11 @@ test('an emptied poll interval means the default, and a new one applies at once'
   await page.fill('[data-testid=poll-interval]', '');
   await page.dispatchEvent('[data-testid=poll-interval]', 'change');
   assert.ok((await rate()) <= 3, 'an empty field polls at the default 1 s, not at the 50 ms floor');
+  // A minute's interval, and the pane asleep in it after one poll...
+  await page.fill('[data-testid=poll-interval]', '60000');
+  await page.dispatchEvent('[data-testid=poll-interval]', 'change');
+  await delay(500);
+  // ...is not waited out: 200 ms applies now.
   await page.fill('[data-testid=poll-interval]', '200');
   await page.dispatchEvent('[data-testid=poll-interval]', 'change');
   assert.ok((await rate()) >= 5, '200 ms applies without waiting out the old interval');

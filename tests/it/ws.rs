@@ -196,6 +196,13 @@ async fn a_request_that_is_not_a_websocket_handshake_is_400_saying_why() {
     ] {
         let refused = handshake(connection, upgrade, version).await.unwrap();
         assert_eq!(refused.status(), 400, "{connection} {upgrade} {version}");
+        // RFC 6455 4.2.2: a version the server does not speak is answered with the
+        // one it does.
+        let named = refused.headers().get("sec-websocket-version");
+        assert_eq!(named.is_some(), version != "13", "{version}: {named:?}");
+        if let Some(named) = named {
+            assert_eq!(named, "13");
+        }
         let body: serde_json::Value = refused.json().await.unwrap();
         let error = body["error"].as_str().unwrap();
         assert!(
@@ -208,8 +215,23 @@ async fn a_request_that_is_not_a_websocket_handshake_is_400_saying_why() {
         .await
         .unwrap();
     assert_eq!(taken.status(), 101);
-    // A plain GET is no handshake either.
+    // A plain GET is no handshake either, nor is a HEAD that asks for one (the route
+    // takes HEAD with GET).
     assert_eq!(server.get_json("/rooms/r/ws").await.0, 400);
+    let open = "lab_open_connections{transport=\"ws\"}";
+    let before = server.metric(open).await;
+    let head = server
+        .http
+        .head(server.url("/rooms/r/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 400);
+    assert_eq!(server.metric(open).await, before, "no socket was opened");
     server.stop().await;
 }
 
