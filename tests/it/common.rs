@@ -134,12 +134,7 @@ impl TestServer {
     /// A WebSocket handshake for `path` with `key`, sent as a plain GET: the answer,
     /// whether `101` or a refusal.
     pub async fn ws_handshake(&self, path: &str, key: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", key)
+        handshake_headers(self.http.get(self.url(path)), key)
             .send()
             .await
             .unwrap()
@@ -256,4 +251,13 @@ pub async fn long_poll_ids(
         out.extend(got);
     }
     out
+}
+
+/// The headers of a WebSocket handshake with `key`, on any request.
+pub fn handshake_headers(request: reqwest::RequestBuilder, key: &str) -> reqwest::RequestBuilder {
+    request
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", key)
 }

@@ -220,13 +220,7 @@ async fn a_request_that_is_not_a_websocket_handshake_is_400_saying_why() {
     assert_eq!(server.get_json("/rooms/r/ws").await.0, 400);
     let open = "lab_open_connections{transport=\"ws\"}";
     let before = server.metric(open).await;
-    let head = server
-        .http
-        .head(server.url("/rooms/r/ws"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", key)
+    let head = handshake_headers(server.http.head(server.url("/rooms/r/ws")), key)
         .send()
         .await
         .unwrap();
