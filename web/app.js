@@ -10,7 +10,6 @@
   const MAX_ROWS = 300;          // rows kept per pane's list; counters keep counting
   const RETRY_MS = 1000;         // first retry delay, doubled up to RETRY_MAX_MS
   const RETRY_MAX_MS = 8000;
-  const RESTART_TEXT = 'the server started again: its ids begin anew here';
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   // eslint-disable-next-line no-control-regex
   const CONTROL_RE = /[\u0000-\u001f\u007f]/;
@@ -117,6 +116,11 @@
 
   function roomPath(suffix) {
     return '/rooms/' + encodeURIComponent(room) + '/' + suffix;
+  }
+
+  // The short poll past the end, whose `last_id` says where "now" is.
+  function nowUrl() {
+    return roomPath('messages') + '?after=' + NOW + '&limit=1';
   }
 
   // An empty or non-numeric field means the default, not 0.
@@ -229,26 +233,10 @@
     // without a word (a poll's answer says as much by itself). A new server that has
     // already passed the pane's id cannot be told from the old one by its ids.
     async checkThenStream(gen, signal) {
-      try {
-        this.c.requests++;
-        const res = await fetch(roomPath('messages') + '?after=' + NOW + '&limit=1', { signal, cache: 'no-store' });
-        const text = await res.text();
-        if (gen !== this.gen) return;
-        this.c.bytes += utf8Len(text);
-        const body = JSON.parse(text);
-        if (!res.ok || !Number.isInteger(body.last_id)) throw new Error('HTTP ' + res.status);
-        this.lostTouch = false;
-        if (body.last_id < this.lastId) {
-          this.marker('restart', RESTART_TEXT);
-          this.lastId = 0;
-          this.gapOpen = false;
-        }
-      } catch {
-        if (gen !== this.gen) return;
-        this.render();
-        this.scheduleRetry(gen);
-        return;
-      }
+      const body = await this.fetchJson(nowUrl(), gen, signal);
+      if (body == null) return;
+      this.lostTouch = false;
+      if (Number.isInteger(body.last_id) && body.last_id < this.lastId) this.restarted();
       this.render();
       this.startStream(gen);
     }
@@ -288,20 +276,9 @@
         }
         const asked = this.lastId;
         const started = performance.now();
-        let body;
-        try {
-          this.c.requests++;
-          this.render();
-          const res = await fetch(url, { signal, cache: 'no-store' });
-          const text = await res.text();
-          if (gen !== this.gen) return;
-          this.c.bytes += utf8Len(text);
-          if (!res.ok) throw new Error('HTTP ' + res.status);
-          body = JSON.parse(text);
-          if (!body || !Array.isArray(body.messages)) throw new Error('unexpected answer');
-        } catch {
-          if (gen !== this.gen) return;
-          this.render();
+        const body = await this.fetchJson(url, gen, signal);
+        if (body == null) return;
+        if (!Array.isArray(body.messages)) {
           this.scheduleRetry(gen);
           return;
         }
@@ -405,15 +382,10 @@
     }
 
     // A new message from this pane's transport, received at `at` (ms since the epoch).
-    // Anything at or below the last id shown is a duplicate and is dropped; on a stream,
-    // which resumes after that id and never repeats one, it means the server started
-    // again.
+    // Anything at or below the last id shown is a duplicate and is dropped.
     deliver(m, at = Date.now()) {
       if (!m || typeof m.id !== 'number') return;
-      if (this.lastId != null && m.id <= this.lastId) {
-        if (this.stream) this.restarted();
-        return;
-      }
+      if (this.lastId != null && m.id <= this.lastId) return;
       if (this.lastId != null && m.id > this.lastId + 1 && !this.gapOpen) {
         this.marker('missing', `ids ${this.lastId + 1}–${m.id - 1} not received`);
       }
@@ -438,12 +410,34 @@
     }
 
     // The server's ids went back: it restarted, or the room was made anew. The pane
-    // says so and starts from the new server's first message (a stream reconnects).
+    // says so and goes on from the new server's first message.
     restarted() {
-      this.marker('restart', RESTART_TEXT);
+      this.marker('restart', 'the server started again: its ids begin anew here');
       this.lastId = 0;
       this.gapOpen = false;
-      if (this.stream) this.restart('connecting');
+    }
+
+    // One request of this pane's, counted, its answer's JSON; or null, the retry
+    // scheduled, when it failed (or the pane was restarted meanwhile).
+    async fetchJson(url, gen, signal) {
+      try {
+        this.c.requests++;
+        this.render();
+        const res = await fetch(url, { signal, cache: 'no-store' });
+        const text = await res.text();
+        if (gen !== this.gen) return null;
+        this.c.bytes += utf8Len(text);
+        if (!res.ok) throw new Error('HTTP ' + res.status);
+        const body = JSON.parse(text);
+        if (body === null || typeof body !== 'object') throw new Error('unexpected answer');
+        return body;
+      } catch {
+        if (gen === this.gen) {
+          this.render();
+          this.scheduleRetry(gen);
+        }
+        return null;
+      }
     }
 
     // The server says messages between `after` and `next` are no longer held.
@@ -528,7 +522,7 @@
     let delay = RETRY_MS;
     for (;;) {
       try {
-        const res = await fetch(roomPath('messages') + '?after=' + NOW + '&limit=1', { cache: 'no-store' });
+        const res = await fetch(nowUrl(), { cache: 'no-store' });
         const body = await res.json();
         if (!res.ok || !Number.isInteger(body.last_id)) throw new Error('HTTP ' + res.status);
         if (gen !== joinGen) return;

@@ -43,12 +43,11 @@ pub use host::Service;
 pub use rewind::Rewind;
 
 /// The connection under a WebSocket that hyper upgraded, taken out of hyper's box and
-/// without its read buffer; `Err` gives back an upgrade of any other stream.
-pub fn upgraded_stream(
-    upgraded: hyper::upgrade::Upgraded,
-) -> Result<Rewind, hyper::upgrade::Upgraded> {
-    let parts = upgraded.downcast::<TokioIo<Rewind>>()?;
-    Ok(parts.io.into_inner().after_upgrade(parts.read_buf))
+/// without its read buffer. Every connection hyper serves is one [`serve`] handed it,
+/// so the stream is always a [`Rewind`]; `None` would mean hyper upgraded another.
+pub fn upgraded_stream(upgraded: hyper::upgrade::Upgraded) -> Option<Rewind> {
+    let parts = upgraded.downcast::<TokioIo<Rewind>>().ok()?;
+    Some(parts.io.into_inner().after_upgrade(parts.read_buf))
 }
 
 /// Bytes asked of the kernel per read of a request.
@@ -297,13 +296,21 @@ impl Connection {
 
 /// The answer is written with `Connection: close` when the handler asked for it.
 fn asks_close(response: &Response) -> bool {
-    response
-        .headers()
-        .get_all(axum::http::header::CONNECTION)
+    has_token(response.headers(), axum::http::header::CONNECTION, "close")
+}
+
+/// Whether a comma-separated header (`Connection`, `Upgrade`, ...) has `token`, in any
+/// case.
+pub fn has_token(
+    headers: &axum::http::HeaderMap,
+    name: axum::http::HeaderName,
+    token: &str,
+) -> bool {
+    headers
+        .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("close"))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Writes one answer to the connection.

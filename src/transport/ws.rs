@@ -21,9 +21,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, interval_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -33,6 +31,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
+use crate::http1::{self, Rewind, has_token};
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
 use crate::room::{Batch, Draft, Subscription};
@@ -40,6 +39,9 @@ use crate::state::AppState;
 use crate::time_limit::within;
 
 pub const NAME: &str = "ws";
+
+/// A session's socket: tungstenite on the connection the lean path handed to hyper.
+type Socket = WebSocketStream<Rewind>;
 
 /// Most messages written between two flushes.
 const BATCH: usize = 256;
@@ -175,15 +177,6 @@ fn not_an_upgrade(why: &str) -> ApiError {
     ApiError::bad_request(format!("not a WebSocket upgrade: {why}"))
 }
 
-/// Whether a comma-separated header has `token`, in any case.
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// RFC 6455 4.2.1: the key is 16 bytes in base64, and a server that finds otherwise
 /// answers 400 instead of accepting the handshake.
 fn check_key(headers: &HeaderMap) -> Result<&[u8], ApiError> {
@@ -204,21 +197,12 @@ fn check_key(headers: &HeaderMap) -> Result<&[u8], ApiError> {
 /// and the socket is the bare connection (see [`crate::http1::upgraded_stream`]) rather
 /// than hyper's box around it, which would keep hyper's read buffer.
 async fn serve(on_upgrade: OnUpgrade, mut session: Session) {
-    let Ok(upgraded) = on_upgrade.await else {
+    let Some(stream) = on_upgrade.await.ok().and_then(http1::upgraded_stream) else {
         return;
     };
     let config = socket_config(session.state.config.max_message_bytes());
-    match crate::http1::upgraded_stream(upgraded) {
-        Ok(stream) => {
-            let socket = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-            session.run(socket).await;
-        }
-        Err(upgraded) => {
-            let socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            session.run(socket).await;
-        }
-    }
+    let socket = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    session.run(socket).await;
 }
 
 fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
@@ -253,7 +237,7 @@ struct Session {
 impl Session {
     /// Serves the socket until either side ends it. Takes the session by reference: it
     /// is held once, in the task, not again in this future.
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut socket: WebSocketStream<S>) {
+    async fn run(&mut self, mut socket: Socket) {
         let every = Duration::from_millis(self.state.config.ws_ping_ms);
         // A write that cannot finish in two ping periods means the peer is gone: every
         // write here is bounded by it (replies, pings and closes as well as messages),
@@ -342,8 +326,8 @@ impl Session {
 
 
 /// Writes a gap notice and the batch's messages, then flushes once.
-async fn write_batch<S: AsyncRead + AsyncWrite + Unpin>(
-    socket: &mut WebSocketStream<S>,
+async fn write_batch(
+    socket: &mut Socket,
     batch: Batch,
     metrics: &TransportMetrics,
 ) -> Result<(), tungstenite::Error> {
@@ -376,12 +360,7 @@ fn close_for(error: tungstenite::Error) -> Option<(CloseCode, &'static str)> {
 }
 
 /// Sends a close frame, giving up on a peer that does not take it within `limit`.
-async fn close<S: AsyncRead + AsyncWrite + Unpin>(
-    socket: &mut WebSocketStream<S>,
-    code: CloseCode,
-    reason: &'static str,
-    limit: Duration,
-) {
+async fn close(socket: &mut Socket, code: CloseCode, reason: &'static str, limit: Duration) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),

@@ -187,12 +187,17 @@ impl Record {
 
     /// Server memory per connected user: growth over the empty server's, when known.
     pub fn server_bytes_per_user(&self) -> Option<f64> {
+        let grown = self.server_growth_bytes()?;
+        (self.users > 0).then(|| grown / self.users as f64)
+    }
+
+    /// How far the server's resident memory grew over the empty server's, when known.
+    pub fn server_growth_bytes(&self) -> Option<f64> {
         if is_mixed_part(&self.mode) {
             return None;
         }
         let end = self.server_rss_bytes?;
-        let grown = end - self.server_rss_base_bytes.unwrap_or(0.0);
-        (self.users > 0).then(|| grown.max(0.0) / self.users as f64)
+        Some((end - self.server_rss_base_bytes.unwrap_or(0.0)).max(0.0))
     }
 
     /// Receiver requests per second over the counted window and the drain.

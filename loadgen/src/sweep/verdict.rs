@@ -223,8 +223,8 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
             ));
         }
         if runs().any(|r| {
-            r.server_bytes_per_user()
-                .is_some_and(|b| b * (r.users as f64) < FINE_GROWTH_BYTES)
+            r.server_growth_bytes()
+                .is_some_and(|b| b < FINE_GROWTH_BYTES)
         }) {
             s.push_str(" The memory figures there are coarse: the server grew by under 1 MiB, in steps of whole pages of its allocator.");
         }
