@@ -1,5 +1,6 @@
 //! The server's `/metrics`, read before and after the counted window: just the
-//! figures the report needs, from the Prometheus text format.
+//! figures the report needs, from the Prometheus text format. A child server's CPU and
+//! memory come from /proc instead, read at the instant the loadgen reads its own.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +19,17 @@ pub struct Snapshot {
     pub bytes_sent: BTreeMap<String, f64>,
     /// `lab_deliveries_total` by transport label.
     pub deliveries: BTreeMap<String, f64>,
+    /// Whether `/metrics` answered: without it the counters above are unknown, not 0.
+    pub from_metrics: bool,
 }
 
 impl Snapshot {
     /// Reads the figures out of Prometheus text; lines it does not know are skipped.
     pub fn parse(text: &str) -> Snapshot {
-        let mut s = Snapshot::default();
+        let mut s = Snapshot {
+            from_metrics: true,
+            ..Snapshot::default()
+        };
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, value)) = line.rsplit_once(' ') else {
                 continue;
@@ -56,45 +62,69 @@ impl Snapshot {
         s
     }
 
-    /// Fetches and parses `/metrics`; CPU and memory from /proc when the server is
-    /// our child.
-    pub async fn fetch(target: &Target) -> Result<Snapshot, ClientError> {
-        let mut http = Http::open(target, None, Default::default()).await?;
-        let body = http.get_body("/metrics").await?;
-        let mut s = Snapshot::parse(&String::from_utf8_lossy(&body));
-        if let Some((cpu, rss)) = target.pid.and_then(crate::machine::process_usage) {
+    /// A child server's CPU seconds and resident bytes from /proc, read at once. Taken
+    /// beside the loadgen's own reading, before `/metrics` is asked: a server under
+    /// load may take a while to answer, and its CPU interval would then start later
+    /// (or end later) than the loadgen's and the counted window's.
+    pub fn local(target: &Target) -> Option<(f64, f64)> {
+        target.pid.and_then(crate::machine::process_usage)
+    }
+
+    /// Fetches and parses `/metrics`, with `local` (see [`Snapshot::local`]) in place
+    /// of its CPU and memory. A child's /proc reading stands when `/metrics` fails.
+    pub async fn fetch(
+        target: &Target,
+        local: Option<(f64, f64)>,
+    ) -> Result<Snapshot, ClientError> {
+        let body = async {
+            let mut http = Http::open(target, None, Default::default()).await?;
+            http.get_body("/metrics").await
+        }
+        .await;
+        let mut s = match (body, local) {
+            (Ok(body), _) => Snapshot::parse(&String::from_utf8_lossy(&body)),
+            (Err(_), Some(_)) => Snapshot::default(),
+            (Err(e), None) => return Err(e),
+        };
+        if let Some((cpu, rss)) = local {
             s.cpu_seconds = Some(cpu);
             s.rss_bytes = Some(rss);
         }
         Ok(s)
     }
 
-    /// The sum of `self - before` over several targets' readings.
+    /// The sum of `after - before` over several targets' readings. A figure one of
+    /// them lacks is unknown for all: a sum over some would be divided by every
+    /// target's deliveries.
     pub fn delta(pairs: &[(Snapshot, Snapshot)]) -> Snapshot {
-        let mut d = Snapshot::default();
-        for (before, after) in pairs {
-            let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
-            d.cpu_seconds = sum(d.cpu_seconds, diff(after.cpu_seconds, before.cpu_seconds));
+        let total = |figure: &dyn Fn(&Snapshot, &Snapshot) -> Option<f64>| {
+            (!pairs.is_empty())
+                .then(|| pairs.iter().map(|(b, a)| figure(b, a)).sum::<Option<f64>>())
+                .flatten()
+        };
+        let from_metrics =
+            !pairs.is_empty() && pairs.iter().all(|(b, a)| b.from_metrics && a.from_metrics);
+        let mut d = Snapshot {
+            cpu_seconds: total(&|b, a| Some(a.cpu_seconds? - b.cpu_seconds?)),
             // Memory and threads are levels, not counters: the reading at the end.
-            d.rss_bytes = sum(d.rss_bytes, after.rss_bytes);
-            d.threads = sum(d.threads, after.threads);
-            for (t, v) in &after.bytes_sent {
-                *d.bytes_sent.entry(t.clone()).or_default() +=
-                    v - before.bytes_sent.get(t).unwrap_or(&0.0);
-            }
-            for (t, v) in &after.deliveries {
-                *d.deliveries.entry(t.clone()).or_default() +=
-                    v - before.deliveries.get(t).unwrap_or(&0.0);
+            rss_bytes: total(&|_, a| a.rss_bytes),
+            threads: total(&|_, a| a.threads),
+            from_metrics,
+            ..Snapshot::default()
+        };
+        if from_metrics {
+            for (before, after) in pairs {
+                for (t, v) in &after.bytes_sent {
+                    *d.bytes_sent.entry(t.clone()).or_default() +=
+                        v - before.bytes_sent.get(t).unwrap_or(&0.0);
+                }
+                for (t, v) in &after.deliveries {
+                    *d.deliveries.entry(t.clone()).or_default() +=
+                        v - before.deliveries.get(t).unwrap_or(&0.0);
+                }
             }
         }
         d
-    }
-}
-
-fn sum(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a + b),
-        (a, b) => a.or(b),
     }
 }
 
@@ -125,5 +155,41 @@ mod tests {
         assert_eq!(d.bytes_sent["sse"], 300.0);
         assert_eq!(d.threads, Some(2.0), "a level, read at the end");
         assert_eq!(Snapshot::delta(&[]).cpu_seconds, None);
+    }
+
+    #[test]
+    fn a_figure_one_target_lacks_is_unknown_for_all() {
+        let with = Snapshot::parse(
+            "process_cpu_seconds_total 2\nlab_bytes_sent_total{transport=\"ws\"} 9\n",
+        );
+        let without = Snapshot::parse("lab_bytes_sent_total{transport=\"ws\"} 9\n");
+        let d = Snapshot::delta(&[
+            (Snapshot::parse(TEXT), with.clone()),
+            (Snapshot::parse(TEXT), without),
+        ]);
+        assert_eq!(d.cpu_seconds, None, "not the first target's alone");
+        assert_eq!(d.bytes_sent["ws"], -1982.0);
+        // A reading without /metrics (a child's /proc only) knows no counters.
+        let proc_only = Snapshot {
+            cpu_seconds: Some(3.0),
+            ..Snapshot::default()
+        };
+        let d = Snapshot::delta(&[(proc_only, with)]);
+        assert_eq!(d.cpu_seconds, Some(-1.0));
+        assert!(d.bytes_sent.is_empty() && !d.from_metrics);
+    }
+
+    #[test]
+    fn a_childs_proc_reading_stands_when_metrics_does_not_answer() {
+        // A port nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+        drop(listener);
+        crate::runner::block_on(async {
+            let s = Snapshot::fetch(&target, Some((1.5, 4096.0))).await.unwrap();
+            assert_eq!((s.cpu_seconds, s.rss_bytes), (Some(1.5), Some(4096.0)));
+            assert!(!s.from_metrics);
+            assert!(Snapshot::fetch(&target, None).await.is_err());
+        });
     }
 }

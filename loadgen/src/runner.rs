@@ -252,9 +252,18 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
 
     let lost_worker = |_| LoadgenError::Worker("a worker thread stopped early".into());
     tokio::time::sleep_until(window_start).await;
-    let before = join_all(targets.iter().map(Snapshot::fetch)).await;
+    // The instant readings first and together (a child server's CPU, the loadgen's,
+    // the machine's), so that they cover one interval; `/metrics` answers after them.
+    let local_before: Vec<_> = targets.iter().map(Snapshot::local).collect();
     let cpu_before = machine::cpu_seconds();
     let machine_before = machine::CpuTimes::read();
+    let before = join_all(
+        targets
+            .iter()
+            .zip(local_before)
+            .map(|(t, l)| Snapshot::fetch(t, l)),
+    )
+    .await;
     let mut finals = vec![0u64; targets.len()];
     for rx in done {
         for (f, id) in finals.iter_mut().zip(rx.await.map_err(lost_worker)?) {
@@ -268,9 +277,16 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
     }
     // Every worker reports when its last user is done: the counted window and the drain.
     let counted = Instant::now().saturating_duration_since(window_start);
+    let local_after: Vec<_> = targets.iter().map(Snapshot::local).collect();
     let loadgen_cpu = machine::cpu_seconds() - cpu_before;
     let machine_cpu = machine::MachineCpu::between(machine_before, machine::CpuTimes::read());
-    let after = join_all(targets.iter().map(Snapshot::fetch)).await;
+    let after = join_all(
+        targets
+            .iter()
+            .zip(local_after)
+            .map(|(t, l)| Snapshot::fetch(t, l)),
+    )
+    .await;
     ticker.abort();
     bar.finish_and_clear();
     for h in handles {

@@ -78,9 +78,10 @@ pub struct TransportStats {
     pub connections: u64,
     pub reconnects: u64,
     pub bytes_received: u64,
-    /// Bytes of poll answers, received in the counted window, that carried messages
-    /// due before it (a short poll's first answer holds up to an interval of them):
-    /// taken off `bytes_received`, which is divided by counted deliveries.
+    /// Bytes received in the counted window that carried messages due before it (a
+    /// short poll's first answer holds up to an interval of them; a stream behind at
+    /// the window's start reads the warm-up's last messages in it): taken off
+    /// `bytes_received`, which is divided by counted deliveries.
     pub bytes_before_window: u64,
     pub errors: BTreeMap<&'static str, u64>,
 }

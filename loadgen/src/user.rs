@@ -142,7 +142,9 @@ pub fn phase(seed: u64, index: usize) -> f64 {
 
 pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord {
     tokio::time::sleep_until(plan.start_at).await;
-    let started = Instant::now();
+    // Connect time counts from when the user was due to start: a worker busy with
+    // others when it was due would otherwise hide its wait.
+    let started = plan.start_at;
     let sc = &ctx.shared.scenario;
     let client = format!("lg{}-{}", sc.seed, plan.index);
     let sub = Sub {
@@ -363,10 +365,10 @@ impl User<'_> {
     /// Accounts for what the receiver got.
     fn feed(&mut self, received: Received<'_>) {
         let now = self.ctx.shared.clock.now_us();
-        let (body, page) = match received {
+        let (body, page, wire) = match received {
             Received::Nothing => return,
-            Received::Page(body) => (body, true),
-            Received::Message(body) => (body, false),
+            Received::Page(body) => (body, true, 0),
+            Received::Message { json, wire } => (json, false, wire),
         };
         let window = self.ctx.shared.window_us;
         let mut stats = self.ctx.stats.borrow_mut();
@@ -434,7 +436,13 @@ impl User<'_> {
         } else {
             match wire::msg(body) {
                 Ok(m) if m.gap => kind = Some("gap"),
-                Ok(m) if m.id.is_some() => deliver(&m),
+                Ok(m) if m.id.is_some() => {
+                    deliver(&m);
+                    // Not part of what the counted deliveries cost, as on a poll.
+                    if early > 0 {
+                        stats.bytes_before_window += wire as u64;
+                    }
+                }
                 Ok(m) if m.error => kind = Some("server_error"),
                 _ => kind = Some("protocol"),
             }

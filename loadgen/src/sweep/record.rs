@@ -169,12 +169,13 @@ impl Record {
         self.per_delivery(self.bytes_received as f64)
     }
 
-    /// Server CPU milliseconds per 1,000 deliveries.
+    /// Server CPU milliseconds per 1,000 deliveries. None where the server's CPU
+    /// moved by less than one tick of its clock: not measured, as the run says.
     pub fn server_cpu_ms_per_1k(&self) -> Option<f64> {
         if is_mixed_part(&self.mode) {
             return None;
         }
-        self.per_delivery(self.server_cpu_s? * 1e6)
+        self.per_delivery(self.server_cpu_s.filter(|&c| c > 0.0)? * 1e6)
     }
 
     /// Loadgen CPU milliseconds per 1,000 deliveries.
@@ -384,6 +385,15 @@ mod tests {
         assert_eq!(part.server_bytes_per_user(), None);
         // What is the transport's own is still given.
         assert_eq!(part.bytes_per_delivery(), Some(200.0));
+    }
+
+    #[test]
+    fn server_cpu_under_one_tick_is_not_measured_not_zero() {
+        let idle = Record {
+            server_cpu_s: Some(0.0),
+            ..sample()
+        };
+        assert_eq!(idle.server_cpu_ms_per_1k(), None);
     }
 
     #[test]

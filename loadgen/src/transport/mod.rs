@@ -21,8 +21,9 @@ use crate::worker::WorkerCtx;
 pub enum Received<'a> {
     /// A poll answer: `{"messages":[...],"last_id":N}`; one HTTP request.
     Page(&'a [u8]),
-    /// One message (or gap / error) JSON object, from a stream.
-    Message(&'a [u8]),
+    /// One message (or gap / error) JSON object from a stream, and the bytes it
+    /// took there with its framing (SSE: the event's lines; WebSocket: its frames).
+    Message { json: &'a [u8], wire: usize },
     /// Something that carries no message (an SSE comment, a ping).
     Nothing,
 }

@@ -29,7 +29,10 @@ impl Receiver for Sse {
     async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received<'_>, ClientError> {
         loop {
             if self.parser.next_event() {
-                return Ok(Received::Message(self.parser.data()));
+                return Ok(Received::Message {
+                    json: self.parser.data(),
+                    wire: self.parser.event_bytes(),
+                });
             }
             let parser = &mut self.parser;
             // A broken stream counts as an SSE error, whatever broke it.
@@ -68,6 +71,9 @@ pub struct Parser {
     gathered: Vec<u8>,
     /// The data of the event [`Parser::next_event`] found.
     found: Data,
+    /// Bytes of the lines read since the last blank line, and of the event found.
+    taken: usize,
+    found_bytes: usize,
 }
 
 /// Where an event's data is.
@@ -113,6 +119,7 @@ impl Parser {
             let rest = &self.buf[self.start..];
             if self.after_cr && rest.first() == Some(&b'\n') {
                 self.start += 1;
+                self.taken += 1;
                 self.after_cr = false;
                 continue;
             }
@@ -122,10 +129,18 @@ impl Parser {
             let (line_start, line_end) = (self.start, self.start + len);
             self.after_cr = self.buf[line_end] == b'\r';
             self.start = line_end + 1;
+            self.taken += len + 1;
             if self.line(line_start, line_end) {
                 return true;
             }
         }
+    }
+
+    /// The bytes the event [`Parser::next_event`] found took on the stream: its lines
+    /// and their ends (a CRLF's LF may be counted with the next event), and lines
+    /// without a blank one after them since the last event (a stray field).
+    pub fn event_bytes(&self) -> usize {
+        self.found_bytes
     }
 
     /// The data of the event [`Parser::next_event`] found, until the next call of
@@ -146,7 +161,9 @@ impl Parser {
                 && matches!(&self.event[..], b"" | b"message" | b"gap");
             if wanted {
                 self.found = self.building;
+                self.found_bytes = self.taken;
             }
+            self.taken = 0;
             self.event.clear();
             self.building = Data::None;
             return wanted;
@@ -218,6 +235,19 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(events(&bytes), want);
+    }
+
+    #[test]
+    fn an_event_is_told_with_the_bytes_it_took() {
+        let mut p = Parser::default();
+        p.push(b": keep-alive\n\nid: 3\nevent: message\ndata: {\"id\":3}\n\nda");
+        assert!(p.next_event());
+        // The keep-alive comment is not the event's.
+        assert_eq!(p.event_bytes(), 37);
+        p.push(b"ta: x\r\n\r\n");
+        assert!(p.next_event());
+        // `data: x` and its CRLF, and the blank line's CR (its LF goes with the next).
+        assert_eq!(p.event_bytes(), 10);
     }
 
     #[test]

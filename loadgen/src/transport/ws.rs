@@ -28,6 +28,8 @@ pub struct Ws {
     from_fragments: bool,
     /// Where the last complete message lies in the connection's unread bytes.
     in_place: (usize, usize),
+    /// The bytes of the last message's frames, headers included.
+    wire: usize,
 }
 
 /// One frame's header.
@@ -96,6 +98,7 @@ impl Receiver for Ws {
             message: Vec::new(),
             from_fragments: false,
             in_place: (0, 0),
+            wire: 0,
         })
     }
 
@@ -108,13 +111,16 @@ impl Receiver for Ws {
         if !got {
             return Ok(Received::Nothing);
         }
-        let text = if self.from_fragments {
+        let json = if self.from_fragments {
             &self.message[..]
         } else {
             let (start, end) = self.in_place;
             &self.conn.unread()[start..end]
         };
-        Ok(Received::Message(text))
+        Ok(Received::Message {
+            json,
+            wire: self.wire,
+        })
     }
 }
 
@@ -125,6 +131,7 @@ impl Ws {
         // The last message read in place is used now.
         self.conn.consume(self.in_place.1);
         self.in_place = (0, 0);
+        self.wire = 0;
         loop {
             let h = match header(self.conn.unread())? {
                 Some(h) if (self.conn.unread().len() as u64) >= h.head as u64 + h.len => h,
@@ -137,6 +144,9 @@ impl Ws {
                 }
             };
             let (start, end) = (h.head, h.head + h.len as usize);
+            if h.opcode <= 2 {
+                self.wire += end;
+            }
             match (h.opcode, self.fragmented) {
                 // Close: the server is going away.
                 (8, _) => return Err(ClientError::Closed),
@@ -281,13 +291,16 @@ mod tests {
         let mut got = Vec::new();
         let end = loop {
             match ws.next(&sub, 0).await {
-                Ok(Received::Message(m)) => got.push(String::from_utf8(m.to_vec()).unwrap()),
+                Ok(Received::Message { json, wire }) => {
+                    got.push(format!("{} {wire}", String::from_utf8(json.to_vec()).unwrap()))
+                }
                 Ok(Received::Nothing) => got.push("-".into()),
                 Ok(Received::Page(_)) => unreachable!(),
                 Err(e) => break e,
             }
         };
-        assert_eq!(got, ["hello", "-", "x"]);
+        // Wire bytes: the two text fragments' frames, not the pong between them.
+        assert_eq!(got, ["hello 9", "-", "x 3"]);
         assert!(matches!(end, ClientError::Closed));
         let pong = server.await.unwrap();
         assert_eq!(pong[..2], [0x8a, 0x82]);

@@ -13,3 +13,4 @@ mod schema;
 mod sweep;
 mod transports;
 mod unanswered;
+mod window;
