@@ -83,6 +83,32 @@ async fn preflight(target: &Target, room: &str, stream: bool) -> Result<(), Load
     })
 }
 
+/// What is read at each end of the counted window.
+struct Readings {
+    servers: Vec<Result<Snapshot, ClientError>>,
+    loadgen_cpu: f64,
+    machine: Option<machine::CpuTimes>,
+}
+
+impl Readings {
+    /// The instant readings first and together (a child server's CPU, the loadgen's,
+    /// the machine's), so that they cover one interval; `/metrics` answers after them.
+    async fn take(targets: &[Target]) -> Readings {
+        let local: Vec<_> = targets.iter().map(Snapshot::local).collect();
+        let loadgen_cpu = machine::cpu_seconds();
+        let machine = machine::CpuTimes::read();
+        let fetches = targets
+            .iter()
+            .zip(local)
+            .map(|(t, l)| Snapshot::fetch(t, l));
+        Readings {
+            servers: join_all(fetches).await,
+            loadgen_cpu,
+            machine,
+        }
+    }
+}
+
 /// Whether the run's users hold connections the server counts (streams, WebSockets,
 /// long polls): a short-poll run needs no slot, so it is not refused for want of one.
 fn holds_connections(mix: Mix) -> bool {
@@ -252,18 +278,7 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
 
     let lost_worker = |_| LoadgenError::Worker("a worker thread stopped early".into());
     tokio::time::sleep_until(window_start).await;
-    // The instant readings first and together (a child server's CPU, the loadgen's,
-    // the machine's), so that they cover one interval; `/metrics` answers after them.
-    let local_before: Vec<_> = targets.iter().map(Snapshot::local).collect();
-    let cpu_before = machine::cpu_seconds();
-    let machine_before = machine::CpuTimes::read();
-    let before = join_all(
-        targets
-            .iter()
-            .zip(local_before)
-            .map(|(t, l)| Snapshot::fetch(t, l)),
-    )
-    .await;
+    let before = Readings::take(targets).await;
     let mut finals = vec![0u64; targets.len()];
     for rx in done {
         for (f, id) in finals.iter_mut().zip(rx.await.map_err(lost_worker)?) {
@@ -277,16 +292,9 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
     }
     // Every worker reports when its last user is done: the counted window and the drain.
     let counted = Instant::now().saturating_duration_since(window_start);
-    let local_after: Vec<_> = targets.iter().map(Snapshot::local).collect();
-    let loadgen_cpu = machine::cpu_seconds() - cpu_before;
-    let machine_cpu = machine::MachineCpu::between(machine_before, machine::CpuTimes::read());
-    let after = join_all(
-        targets
-            .iter()
-            .zip(local_after)
-            .map(|(t, l)| Snapshot::fetch(t, l)),
-    )
-    .await;
+    let after = Readings::take(targets).await;
+    let loadgen_cpu = after.loadgen_cpu - before.loadgen_cpu;
+    let machine_cpu = machine::MachineCpu::between(before.machine, after.machine);
     ticker.abort();
     bar.finish_and_clear();
     for h in handles {
@@ -295,8 +303,9 @@ async fn run_async(targets: &[Target], sc: &Scenario) -> Result<Vec<RunResult>, 
     }
     account::nothing_counted(&collected)?;
     let pairs: Vec<(Snapshot, Snapshot)> = before
+        .servers
         .into_iter()
-        .zip(after)
+        .zip(after.servers)
         .filter_map(|(b, a)| Some((b.ok()?, a.ok()?)))
         .collect();
     let server = (pairs.len() == targets.len()).then(|| Snapshot::delta(&pairs));
