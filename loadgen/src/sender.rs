@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use crate::conn::Http;
 use crate::error::ClientError;
 use crate::stats::histogram;
-use crate::wire::{self, Posted};
-use crate::worker::WorkerCtx;
+use crate::wire;
+use crate::worker::{Shared, WorkerCtx};
 
 /// Connections a worker opens at most per target for sending.
 const POOL: usize = 64;
@@ -35,7 +35,8 @@ pub struct Sent {
     pub counted: Vec<Vec<u64>>,
     /// Per target: the highest id published.
     pub max_id: Vec<u64>,
-    /// Send lag of counted messages, microseconds.
+    /// Send lag of the messages due in the counted window, accepted or not,
+    /// microseconds.
     pub lag: Histogram<u64>,
     /// Counted messages that were not accepted.
     pub failed: u64,
@@ -115,15 +116,19 @@ async fn send_one(
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    let result = post(&ctx, pool, sender, target, due).await;
+    let (lag, result) = post(&ctx, pool, sender, target, due).await;
     ctx.progress.sent.fetch_add(1, Ordering::Relaxed);
     let mut sent = sent.borrow_mut();
+    // How late each message due in the window went out, whatever became of it: a
+    // send that failed after a long wait is the lateness the figure is there to show.
+    if counted {
+        sent.lag.saturating_record(lag.max(1));
+    }
     match result {
-        Ok((id, lag)) => {
+        Ok(id) => {
             sent.max_id[target] = sent.max_id[target].max(id);
             if counted {
                 sent.counted[target].push(id);
-                sent.lag.saturating_record(lag.max(1));
             }
         }
         Err((kind, answer)) => {
@@ -139,28 +144,48 @@ async fn send_one(
     }
 }
 
-/// POSTs one message; its id and send lag, or the kind of error (and the server's
+/// What became of one POST: the message's id, or the kind of error (and the server's
 /// answer when it refused the message).
+type Outcome = Result<u64, (&'static str, Option<String>)>;
+
+/// POSTs one message: its send lag (for one that could not be sent, how late it was
+/// when that was known) and what became of it.
 async fn post(
     ctx: &WorkerCtx,
     pool: &Pool,
     sender: usize,
     target: usize,
     due: Instant,
-) -> Result<(u64, u64), (&'static str, Option<String>)> {
+) -> (u64, Outcome) {
     let sh = &ctx.shared;
+    let lag_now = || {
+        let now = sh.clock.now_us();
+        (now, now.saturating_sub(sh.clock.at_us(due.into_std())))
+    };
     // A server closes keep-alive connections left idle (the lab after
     // `--idle-timeout-ms`); hyper has seen that close, and such a connection is
     // dropped here rather than failing the send.
     let idle = std::iter::from_fn(|| pool.idle.borrow_mut().pop()).find(Http::is_open);
-    let mut http = match idle {
+    let http = match idle {
         Some(http) => http,
-        None => Http::open(&sh.targets[target], None, Default::default())
-            .await
-            .map_err(|e| (e.kind(), None))?,
+        None => match Http::open(&sh.targets[target], None, Default::default()).await {
+            Ok(http) => http,
+            Err(e) => return (lag_now().1, Err((e.kind(), None))),
+        },
     };
-    let sent_us = sh.clock.now_us();
-    let lag = sent_us.saturating_sub(sh.clock.at_us(due.into_std()));
+    let (sent_us, lag) = lag_now();
+    (lag, send(sh, pool, http, sender, sent_us, lag).await)
+}
+
+/// Sends the message on `http`, stamped with its lag and send time.
+async fn send(
+    sh: &Shared,
+    pool: &Pool,
+    mut http: Http,
+    sender: usize,
+    sent_us: u64,
+    lag: u64,
+) -> Outcome {
     let text = wire::text_with_stamp(lag, sent_us, sh.scenario.message_bytes);
     let body = wire::post_body(&format!("u{sender}"), &text, sent_us);
     let path = format!("/rooms/{}/messages", sh.scenario.room);
@@ -175,6 +200,6 @@ async fn post(
             Some(crate::conn::said(status, &answer)),
         ));
     }
-    let posted: Posted = serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;
-    Ok((posted.id, lag))
+    let posted: wire::Posted = serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;
+    Ok(posted.id)
 }

@@ -2,9 +2,12 @@
 //! tight loop, and a run in which it accepted no message is an error, not a table of
 //! zeros.
 
-use loadgen::Mix;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::common::{Server, short, transport};
+use loadgen::{Mix, Target};
+
+use crate::common::{Server, proxy, short, transport};
 
 #[test]
 fn a_user_the_server_keeps_refusing_asks_again_after_a_pause() {
@@ -94,4 +97,29 @@ fn a_short_poll_run_needs_no_connection_slot() {
     let rows = server.run(&sc);
     let d = &rows[0].deliveries;
     assert!(d.expected > 0 && d.lost == 0, "{d:?}");
+}
+
+#[test]
+fn a_refused_send_is_in_the_send_lag_as_well() {
+    let server = Server::start();
+    let answers = Arc::new(AtomicUsize::new(0));
+    // Every third POST's answer is turned into a 500.
+    let addr = proxy(
+        server.addr,
+        Arc::new(|_: &[u8]| false),
+        Arc::new(move |chunk: &mut [u8]| {
+            if chunk.starts_with(b"HTTP/1.1 201")
+                && answers.fetch_add(1, Ordering::Relaxed) % 3 == 2
+            {
+                chunk[9..12].copy_from_slice(b"500");
+            }
+        }),
+    );
+    let target = Target::parse(&addr.to_string()).unwrap();
+    let sc = short(Mix::Only(transport("sse")), 2, "refused-some-sends");
+    let row = &loadgen::run(&[target], &sc).unwrap()[0];
+    let m = &row.messages;
+    assert!(m.failed > 0 && m.sent > 0, "{m:?}");
+    // Every message due in the window has a lag, whether it was accepted or not.
+    assert_eq!(row.send_lag_us.count, m.sent + m.failed, "{m:?}");
 }
