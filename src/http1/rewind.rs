@@ -33,6 +33,12 @@ impl Rewind {
     }
 }
 
+impl std::os::fd::AsRawFd for Rewind {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(
         mut self: Pin<&mut Self>,

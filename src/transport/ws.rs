@@ -8,6 +8,7 @@
 //! hyper's read buffer for the socket's life (3.7 KiB per idle socket, 3.1 now).
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
-use tokio::time::{Instant, interval_at};
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -244,7 +245,11 @@ impl Session {
         // or a peer that stops reading would hold its session, socket and slot.
         let write_limit = every * 2;
         let mut ping = interval_at(Instant::now() + every, every);
+        // Ticks missed while the session was busy writing come back as one, not as a
+        // burst of them (the second of which would judge a ping just sent).
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heard_since_ping = true;
+        let mut progress = None;
         // Made once: a fresh cancellation future per loop would re-register every time.
         let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
         loop {
@@ -295,8 +300,19 @@ impl Session {
                 }
                 _ = ping.tick() => {
                     if !heard_since_ping {
-                        return;
+                        // The last ping may still be queued behind what was written
+                        // before it (a reader working through a backlog): a peer whose
+                        // TCP keeps taking that in is alive and is given another
+                        // period; one that takes nothing in is gone.
+                        match PeerProgress::of(&socket) {
+                            Some(now) if now.still_taking(progress) => {
+                                progress = Some(now);
+                                continue;
+                            }
+                            _ => return,
+                        }
                     }
+                    progress = PeerProgress::of(&socket);
                     heard_since_ping = false;
                     if !in_time(write_limit, socket.send(Message::Ping(Bytes::new()))).await {
                         return;
@@ -343,6 +359,47 @@ async fn write_batch(
     socket.flush().await?;
     metrics.delivered(batch.messages.len(), bytes);
     Ok(())
+}
+
+/// How far the peer's TCP has taken in what the session wrote, from the kernel.
+#[derive(Clone, Copy)]
+struct PeerProgress {
+    /// Bytes the peer has acknowledged since the connection opened.
+    acknowledged: u64,
+    /// Bytes written and not acknowledged yet, sent or still queued.
+    outstanding: u64,
+}
+
+impl PeerProgress {
+    /// Read from the socket; `None` where the kernel does not tell.
+    fn of(socket: &Socket) -> Option<PeerProgress> {
+        let fd = socket.get_ref().as_raw_fd();
+        // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it
+        // and says how many, and TIOCOUTQ writes one int, both for a valid descriptor.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let info_ptr = (&raw mut info).cast::<libc::c_void>();
+            let got = libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len);
+            let acked_end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+            let mut outstanding: libc::c_int = 0;
+            if got != 0
+                || (len as usize) < acked_end
+                || libc::ioctl(fd, libc::TIOCOUTQ, &mut outstanding) != 0
+            {
+                return None;
+            }
+            Some(PeerProgress {
+                acknowledged: info.tcpi_bytes_acked,
+                outstanding: outstanding.max(0) as u64,
+            })
+        }
+    }
+
+    /// Whether the peer still has bytes to take in and has taken some since `before`.
+    fn still_taking(&self, before: Option<PeerProgress>) -> bool {
+        self.outstanding > 0 && before.is_some_and(|b| self.acknowledged > b.acknowledged)
+    }
 }
 
 /// The close code for a read error the protocol names, if any.

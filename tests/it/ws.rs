@@ -10,6 +10,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 use crate::common::*;
 
+async fn open_websockets(server: &TestServer) -> f64 {
+    server
+        .metric("lab_open_connections{transport=\"ws\"}")
+        .await
+}
+
 async fn close_code(ws: &mut WsStream) -> CloseCode {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -322,12 +328,47 @@ async fn idle_sockets_are_pinged() {
             assert!(matches!(next, Some(Ok(Message::Ping(_)))), "{next:?}");
         }
     }
-    assert_eq!(
-        server
-            .metric("lab_open_connections{transport=\"ws\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(open_websockets(&server).await, 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_catches_up_on_a_backlog_is_not_closed_for_the_pings_it_missed() {
+    let mut config = config();
+    config.ws_ping_ms = 200;
+    config.history = 20_000;
+    let server = TestServer::with(config).await;
+    // 5 MB behind the reader, which reads about 5 MB a second: its pings wait behind
+    // a second of messages queued for it, five ping periods.
+    let text = "x".repeat(1000);
+    for _ in 0..100 {
+        futures_util::future::join_all((0..50).map(|_| server.post("r", "u", &text))).await;
+    }
+    let mut ws = with_receive_buffer(&server, "/rooms/r/ws?after=0", 64 * 1024).await;
+    let mut got = 0;
+    let mut until = None;
+    loop {
+        let wait = until.unwrap_or(tokio::time::Instant::now() + Duration::from_secs(20));
+        let Ok(next) = tokio::time::timeout_at(wait, ws.next()).await else {
+            break;
+        };
+        match next {
+            Some(Ok(Message::Text(_))) => {
+                got += 1;
+                if got % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if got == 5000 {
+                    // Caught up; reading on answers the pings.
+                    until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+            Some(Ok(Message::Ping(_))) => {}
+            other => panic!("after {got} messages: {other:?}"),
+        }
+    }
+    assert_eq!(got, 5000);
+    assert_eq!(open_websockets(&server).await, 1.0);
     server.stop().await;
 }
 
@@ -382,13 +423,19 @@ async fn never_reading(
     server: &TestServer,
     path: &str,
 ) -> (SplitSink<RawWs, Message>, SplitStream<RawWs>) {
+    with_receive_buffer(server, path, 4096).await.split()
+}
+
+/// A WebSocket to `path` whose socket receive buffer is `bytes`: what the reader has
+/// not read stays on the server's side.
+async fn with_receive_buffer(server: &TestServer, path: &str, bytes: u32) -> RawWs {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
     let (ws, _) = tokio_tungstenite::client_async(server.ws_url(path), stream)
         .await
         .unwrap();
-    ws.split()
+    ws
 }
 
 /// The resident memory of this process, in bytes.
