@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "LAB_MAX_CONNECTIONS", default_value_t = 19_000, value_parser = at_least_one::<usize>())]
     pub max_connections: usize,
 
-    /// Rooms the server will create.
+    /// Rooms the server will create (at the limit, empty rooms nobody reads are let go first).
     #[arg(long, env = "LAB_MAX_ROOMS", default_value_t = 1000, value_parser = at_least_one::<usize>())]
     pub max_rooms: usize,
 

@@ -144,6 +144,13 @@ impl Rooms {
     }
 
     /// The room called `name`, created if it is new and `--max-rooms` allows.
+    ///
+    /// Reading a room (a stream, a socket, a long poll) makes it, so that it can be
+    /// joined before anyone speaks. At the limit, rooms nobody holds any more and in
+    /// which nothing was ever said (a reader's made-up name, gone again) are let go
+    /// before a new one is refused: the same empty room is made again if its name
+    /// comes back, so nothing is lost, and readers cannot use up `--max-rooms` for
+    /// good. A room holds itself through its long-poll queues until they expire.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Room>, RoomError> {
         if let Some(room) = self.rooms.read().unwrap().get(name) {
             return Ok(room.clone());
@@ -151,6 +158,11 @@ impl Rooms {
         let mut rooms = self.rooms.write().unwrap();
         if let Some(room) = rooms.get(name) {
             return Ok(room.clone());
+        }
+        if rooms.len() >= self.limits.max_rooms {
+            // Under the write lock nobody can take a new hold on a room: a count of
+            // one is the map's alone.
+            rooms.retain(|_, room| Arc::strong_count(room) > 1 || room.newest() > 0);
         }
         if rooms.len() >= self.limits.max_rooms {
             return Err(RoomError::TooManyRooms(self.limits.max_rooms));

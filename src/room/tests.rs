@@ -177,13 +177,41 @@ fn the_room_limit_refuses_new_rooms_only() {
         max_rooms: 2,
         ..RoomLimits::default()
     });
-    rooms.get_or_create("a").unwrap();
-    rooms.get_or_create("b").unwrap();
+    // One room with a reader, one with a message.
+    let _reader = rooms.get_or_create("a").unwrap().subscribe(None);
+    post(&rooms.get_or_create("b").unwrap(), 1);
     assert_eq!(
         rooms.get_or_create("c").err(),
         Some(RoomError::TooManyRooms(2))
     );
     assert!(rooms.get_or_create("a").is_ok());
+    assert_eq!(rooms.get_or_create("b").unwrap().newest(), 1);
+}
+
+#[test]
+fn at_the_room_limit_empty_rooms_nobody_holds_are_let_go() {
+    let rooms = Rooms::new(RoomLimits {
+        max_rooms: 2,
+        ..RoomLimits::default()
+    });
+    // Read, then left: a stream that ended, a mistyped name.
+    drop(
+        rooms
+            .get_or_create("read-and-left")
+            .unwrap()
+            .subscribe(None),
+    );
+    let reader = rooms.get_or_create("still-read").unwrap().subscribe(None);
+    let room = rooms.get_or_create("new").unwrap();
+    post(&room, 1);
+    assert_eq!(
+        rooms.get_or_create("another").err(),
+        Some(RoomError::TooManyRooms(2)),
+        "a room with a reader or a message is kept"
+    );
+    drop(reader);
+    assert!(rooms.get_or_create("another").is_ok());
+    assert_eq!(rooms.get_or_create("new").unwrap().newest(), 1);
 }
 
 #[test]

@@ -234,3 +234,39 @@ async fn a_refused_request_leaves_no_room_or_client_behind() {
     assert_eq!(server.post("b", "u", "x").await, 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rooms_made_up_by_readers_do_not_use_up_the_room_limit() {
+    let mut config = config();
+    config.max_rooms = 2;
+    config.client_idle_ms = 50;
+    let server = TestServer::with(config).await;
+    // Reading makes a room: long polls and a stream in names nobody writes to.
+    for room in ["typo-1", "typo-2"] {
+        server
+            .poll(&format!("/rooms/{room}/long-poll?client=c&timeout_ms=0"))
+            .await;
+    }
+    // Their queues expire; the rooms are empty and nobody holds them.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stream = server.sse("/rooms/typo-3/events").await;
+    assert_eq!(server.post("real", "u", "first").await, 1);
+    // While the stream is open its room is in use: both slots are taken.
+    let response = server
+        .http
+        .post(server.url("/rooms/another/messages"))
+        .json(&json!({"user": "u", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(expect_error(response, 503).await.contains("rooms"));
+    // Once the stream has gone, its empty room is let go for a new one.
+    drop(stream);
+    server
+        .wait_for_metric("lab_open_connections{transport=\"sse\"}", 0.0)
+        .await;
+    assert_eq!(server.post("another", "u", "x").await, 1);
+    // The rooms with messages kept theirs.
+    assert_eq!(server.poll("/rooms/real/messages?after=0").await.0, [1]);
+    server.stop().await;
+}
