@@ -33,6 +33,11 @@ pub struct Config {
     #[arg(long, env = "LAB_HISTORY", default_value_t = 10_000, value_parser = at_least_one::<usize>())]
     pub history: usize,
 
+    /// Bytes all rooms' histories may hold together; past it, the room holding most
+    /// lets go of its oldest messages.
+    #[arg(long, env = "LAB_MAX_HISTORY_BYTES", default_value_t = 1 << 30, value_parser = at_least_one::<usize>())]
+    pub max_history_bytes: usize,
+
     /// Messages a live subscriber may fall behind before it is refilled from history.
     #[arg(long, env = "LAB_QUEUE_CAPACITY", default_value_t = 1024, value_parser = at_least_one::<u32>())]
     pub queue_capacity: u32,
@@ -117,6 +122,7 @@ impl Config {
             client_idle: Duration::from_millis(self.client_idle_ms),
             max_rooms: self.max_rooms,
             max_clients_per_room: self.max_clients_per_room,
+            max_history_bytes: self.max_history_bytes,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct History {
     held: VecDeque<Arc<Published>>,
     capacity: usize,
     newest: u64,
+    /// What the held messages take ([`Published::stored_bytes`]).
+    bytes: usize,
 }
 
 impl History {
@@ -30,6 +32,7 @@ impl History {
             held: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
             newest: 0,
+            bytes: 0,
         }
     }
 
@@ -37,17 +40,43 @@ impl History {
         self.newest
     }
 
-    /// Appends the next message; its id must be `newest + 1`.
-    pub fn push(&mut self, message: Arc<Published>) {
+    /// What the held messages take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends the next message; its id must be `newest + 1`. Returns the bytes of
+    /// what that let go (the oldest message, when history was full).
+    pub fn push(&mut self, message: Arc<Published>) -> usize {
         debug_assert_eq!(message.id, self.newest + 1);
         self.newest = message.id;
         if self.capacity == 0 {
-            return;
+            return 0;
         }
-        if self.held.len() == self.capacity {
-            self.held.pop_front();
-        }
+        let freed = if self.held.len() == self.capacity {
+            self.drop_oldest()
+        } else {
+            0
+        };
+        self.bytes += message.stored_bytes();
         self.held.push_back(message);
+        freed
+    }
+
+    /// Lets go of the oldest messages until at least `bytes` are freed or none is
+    /// left; the bytes freed. Readers asking for them are told of a gap.
+    pub fn evict(&mut self, bytes: usize) -> usize {
+        let mut freed = 0;
+        while freed < bytes && !self.held.is_empty() {
+            freed += self.drop_oldest();
+        }
+        freed
+    }
+
+    fn drop_oldest(&mut self) -> usize {
+        let freed = self.held.pop_front().map_or(0, |m| m.stored_bytes());
+        self.bytes -= freed;
+        freed
     }
 
     /// Up to `limit` messages with ids greater than `after`, oldest first, and a gap
@@ -137,6 +166,25 @@ mod tests {
         );
         // Asking from just before the oldest held message is not a gap.
         assert_eq!(h.after(7, 100).gap, None);
+    }
+
+    #[test]
+    fn eviction_frees_the_oldest_and_leaves_a_gap() {
+        let mut h = history_with(10, 5);
+        let each = h.bytes() / 5;
+        assert_eq!(h.evict(each + 1), 2 * each);
+        assert_eq!(h.bytes(), 3 * each);
+        let s = h.after(0, 100);
+        assert_eq!(ids(&s), vec![3, 4, 5]);
+        assert_eq!(
+            s.gap,
+            Some(Gap {
+                after: 0,
+                next_id: 3
+            })
+        );
+        assert_eq!(h.evict(usize::MAX), 3 * each);
+        assert_eq!((h.bytes(), h.after(0, 100).messages.len()), (0, 0));
     }
 
     #[test]

@@ -54,6 +54,11 @@ impl Published {
             sse,
         }
     }
+
+    /// What holding this message takes, roughly: both encodings and their headers.
+    pub fn stored_bytes(&self) -> usize {
+        self.json.len() + self.sse.len() + 128
+    }
 }
 
 /// One Server-Sent Event. `data` never contains a newline: it is compact JSON.

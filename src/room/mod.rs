@@ -14,6 +14,7 @@ mod message;
 mod subscription;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct RoomLimits {
     pub client_idle: Duration,
     pub max_rooms: usize,
     pub max_clients_per_room: usize,
+    /// What all rooms' histories together may hold.
+    pub max_history_bytes: usize,
 }
 
 impl Default for RoomLimits {
@@ -43,6 +46,7 @@ impl Default for RoomLimits {
             client_idle: Duration::from_secs(60),
             max_rooms: 1000,
             max_clients_per_room: 10_000,
+            max_history_bytes: 1 << 30,
         }
     }
 }
@@ -63,16 +67,19 @@ pub struct Room {
     history: Mutex<History>,
     tx: broadcast::Sender<Arc<Published>>,
     clients: ClientQueues,
+    /// What every room's history holds, shared by all the rooms of a [`Rooms`].
+    stored: Arc<AtomicUsize>,
 }
 
 impl Room {
-    fn new(name: &str, limits: &RoomLimits) -> Self {
+    fn new(name: &str, limits: &RoomLimits, stored: Arc<AtomicUsize>) -> Self {
         let (tx, _) = broadcast::channel(limits.queue_capacity.max(1));
         Room {
             name: name.into(),
             history: Mutex::new(History::new(limits.history)),
             tx,
             clients: ClientQueues::new(limits.max_clients_per_room, limits.client_idle),
+            stored,
         }
     }
 
@@ -86,7 +93,10 @@ impl Room {
         let mut history = self.history.lock().unwrap();
         let id = history.newest() + 1;
         let message = Arc::new(Published::new(id, &self.name, draft, now_micros()));
-        history.push(message.clone());
+        let freed = history.push(message.clone());
+        self.stored
+            .fetch_add(message.stored_bytes(), Ordering::Relaxed);
+        self.stored.fetch_sub(freed, Ordering::Relaxed);
         // No receivers is not an error: the message is in history.
         let _ = self.tx.send(message.clone());
         message
@@ -114,6 +124,18 @@ impl Room {
         self.clients.get_or_create(self, client)
     }
 
+    /// What this room's history holds.
+    pub fn history_bytes(&self) -> usize {
+        self.history.lock().unwrap().bytes()
+    }
+
+    /// Lets go of the oldest held messages until `bytes` are freed or none is left.
+    fn evict(&self, bytes: usize) -> usize {
+        let freed = self.history.lock().unwrap().evict(bytes);
+        self.stored.fetch_sub(freed, Ordering::Relaxed);
+        freed
+    }
+
     /// How many long-poll clients have a queue here.
     pub fn client_count(&self) -> usize {
         self.clients.len()
@@ -124,6 +146,7 @@ impl Room {
 pub struct Rooms {
     rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
     limits: RoomLimits,
+    stored: Arc<AtomicUsize>,
 }
 
 impl Rooms {
@@ -131,6 +154,36 @@ impl Rooms {
         Rooms {
             rooms: RwLock::new(HashMap::new()),
             limits,
+            stored: Arc::default(),
+        }
+    }
+
+    /// What all rooms' histories hold.
+    pub fn history_bytes(&self) -> usize {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Keeps all histories together within `--max-history-bytes`: while they hold
+    /// more, the room holding most lets go of its oldest messages (readers asking for
+    /// them are told of a gap, as for any message no longer held). The room that
+    /// fills the store pays for it, not the others. Called after each publish; it
+    /// frees a sixteenth of the budget more than it must, so that a room publishing
+    /// at the limit does not look for the largest room every time.
+    pub fn keep_within_budget(&self) {
+        let budget = self.limits.max_history_bytes;
+        while self.stored.load(Ordering::Relaxed) > budget {
+            let largest = self
+                .rooms
+                .read()
+                .unwrap()
+                .values()
+                .max_by_key(|room| room.history_bytes())
+                .cloned();
+            let over = self.stored.load(Ordering::Relaxed).saturating_sub(budget);
+            match largest {
+                Some(room) if room.evict(over + budget / 16) > 0 => {}
+                _ => return,
+            }
         }
     }
 
@@ -167,7 +220,7 @@ impl Rooms {
         if rooms.len() >= self.limits.max_rooms {
             return Err(RoomError::TooManyRooms(self.limits.max_rooms));
         }
-        let room = Arc::new(Room::new(name, &self.limits));
+        let room = Arc::new(Room::new(name, &self.limits, self.stored.clone()));
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
     }

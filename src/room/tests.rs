@@ -387,3 +387,33 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
         .await;
     assert_eq!(ids(&batch), vec![1, 2]);
 }
+
+#[test]
+fn histories_are_kept_within_the_byte_budget_at_the_largest_rooms_cost() {
+    let sizer = Rooms::new(RoomLimits::default());
+    post(&sizer.get_or_create("big").unwrap(), 1);
+    let one = sizer.history_bytes();
+    let rooms = Rooms::new(RoomLimits {
+        max_history_bytes: 20 * one,
+        ..RoomLimits::default()
+    });
+    let quiet = rooms.get_or_create("sml").unwrap();
+    let loud = rooms.get_or_create("big").unwrap();
+    post(&quiet, 3);
+    rooms.keep_within_budget();
+    for _ in 0..40 {
+        post(&loud, 1);
+        rooms.keep_within_budget();
+        assert!(rooms.history_bytes() <= 20 * one + one);
+    }
+    // The quiet room keeps everything; the loud one its newest, with a gap before.
+    assert_eq!(quiet.history_after(0, 100).messages.len(), 3);
+    let slice = loud.history_after(0, 100);
+    assert_eq!(slice.messages.last().unwrap().id, 40);
+    assert_eq!(slice.gap.unwrap().next_id, slice.messages[0].id);
+    assert!(slice.messages.len() >= 10, "{}", slice.messages.len());
+    assert_eq!(
+        rooms.history_bytes(),
+        quiet.history_bytes() + loud.history_bytes()
+    );
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use futures_util::StreamExt;
 use lab::Config;
 
 use crate::common::*;
@@ -66,6 +67,8 @@ fn every_limit_is_a_flag() {
         "21",
         "--max-results-bytes",
         "22",
+        "--max-history-bytes",
+        "23",
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 9999);
@@ -82,6 +85,7 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.read_timeout_ms, 20);
     assert_eq!(config.idle_timeout_ms, 21);
     assert_eq!(config.max_results_bytes, 22);
+    assert_eq!(config.max_history_bytes, 23);
     // A zero would be a server that refuses everything, spins or panics, not "off".
     for flag in [
         "--max-message-bytes",
@@ -97,6 +101,7 @@ fn every_limit_is_a_flag() {
         "--read-timeout-ms",
         "--idle-timeout-ms",
         "--max-results-bytes",
+        "--max-history-bytes",
         "--threads",
     ] {
         let zero = Config::try_parse_from(["lab", flag, "0"]);
@@ -106,4 +111,29 @@ fn every_limit_is_a_flag() {
             "{flag} 1"
         );
     }
+}
+
+#[tokio::test]
+async fn histories_stay_within_max_history_bytes_and_the_largest_room_pays() {
+    let mut config = config();
+    config.max_history_bytes = 64 * 1024;
+    let server = TestServer::with(config).await;
+    for _ in 0..3 {
+        server.post("quiet", "u", "hello").await;
+    }
+    // About 8 KB each as held (the JSON and the SSE event): 800 KB in all.
+    let big = "x".repeat(4000);
+    for _ in 0..100 {
+        server.post("loud", "u", &big).await;
+    }
+    let (ids, _) = server.poll("/rooms/quiet/messages?after=0").await;
+    assert_eq!(ids, [1, 2, 3]);
+    let (ids, body) = server.poll("/rooms/loud/messages?after=0&limit=1000").await;
+    assert_eq!(body["gap"], true, "{body}");
+    assert_eq!(ids.last(), Some(&100));
+    assert!((1..8).contains(&ids.len()), "{ids:?}");
+    // A stream resuming from the start is told of the gap first.
+    let mut events = server.sse("/rooms/loud/events?after=0").await;
+    assert_eq!(events.next().await.unwrap().event, "gap");
+    server.stop().await;
 }
