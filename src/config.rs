@@ -38,7 +38,8 @@ pub struct Config {
     #[arg(long, env = "LAB_MAX_HISTORY_BYTES", default_value_t = 1 << 30, value_parser = at_least_one::<usize>())]
     pub max_history_bytes: usize,
 
-    /// Messages a live subscriber may fall behind before it is refilled from history.
+    /// Messages a live subscriber may fall behind before it is refilled from history
+    /// (rounded up to a power of two: the broadcast ring's size).
     #[arg(long, env = "LAB_QUEUE_CAPACITY", default_value_t = 1024, value_parser = at_least_one::<u32>())]
     pub queue_capacity: u32,
 
