@@ -63,7 +63,9 @@ pub struct Config {
     #[arg(long, env = "LAB_SSE_KEEPALIVE_MS", default_value_t = 15_000, value_parser = at_least_one::<u64>())]
     pub sse_keepalive_ms: u64,
 
-    /// How often a WebSocket is pinged; one that has not answered by the next ping is closed.
+    /// How often a WebSocket is pinged; one that has not answered by the next ping is
+    /// closed, unless its TCP is still taking in what was written before the ping (then
+    /// it has until one period after it has the ping).
     #[arg(long, env = "LAB_WS_PING_MS", default_value_t = 20_000, value_parser = at_least_one::<u64>())]
     pub ws_ping_ms: u64,
 

@@ -46,7 +46,13 @@ impl Published {
             client_ts: draft.client_ts,
             server_ts,
         };
-        let json = serde_json::to_vec(&wire).expect("a message always serializes");
+        let mut json = Vec::with_capacity(draft.text.len() + draft.user.len() + room.len() + 96);
+        serde_json::to_writer(&mut json, &wire).expect("a message always serializes");
+        // A text that escaping made longer grew the buffer by doubling; what the room
+        // holds (and counts against `--max-history-bytes`) is what the message needs.
+        if json.capacity() - json.len() > 64 {
+            json.shrink_to_fit();
+        }
         let sse = sse_event(Some(id), "message", &json);
         Published {
             id,
@@ -55,7 +61,8 @@ impl Published {
         }
     }
 
-    /// What holding this message takes, roughly: both encodings and their headers.
+    /// What holding this message takes: both encodings, and a little for their
+    /// headers and slack.
     pub fn stored_bytes(&self) -> usize {
         self.json.len() + self.sse.len() + 128
     }

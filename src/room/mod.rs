@@ -165,10 +165,12 @@ impl Rooms {
 
     /// Keeps all histories together within `--max-history-bytes`: while they hold
     /// more, the room holding most lets go of its oldest messages (readers asking for
-    /// them are told of a gap, as for any message no longer held). The room that
-    /// fills the store pays for it, not the others. Called after each publish; it
-    /// frees a sixteenth of the budget more than it must, so that a room publishing
-    /// at the limit does not look for the largest room every time.
+    /// them are told of a gap, as for any message no longer held). Rooms are evened
+    /// out from the top: a room filling the store soon holds most and pays for it,
+    /// and a room holding less than the others keeps its history. Called after each
+    /// publish; it frees a sixty-fourth of that room's history more than it must, so
+    /// that a room publishing at the limit does not look for the largest room every
+    /// time, and never empties a history for the sake of it.
     pub fn keep_within_budget(&self) {
         let budget = self.limits.max_history_bytes;
         while self.stored.load(Ordering::Relaxed) > budget {
@@ -177,11 +179,12 @@ impl Rooms {
                 .read()
                 .unwrap()
                 .values()
-                .max_by_key(|room| room.history_bytes())
-                .cloned();
+                .map(|room| (room.history_bytes(), room))
+                .max_by_key(|(bytes, _)| *bytes)
+                .map(|(bytes, room)| (bytes, room.clone()));
             let over = self.stored.load(Ordering::Relaxed).saturating_sub(budget);
             match largest {
-                Some(room) if room.evict(over + budget / 16) > 0 => {}
+                Some((bytes, room)) if room.evict(over + bytes / 64) > 0 => {}
                 _ => return,
             }
         }

@@ -417,3 +417,29 @@ fn histories_are_kept_within_the_byte_budget_at_the_largest_rooms_cost() {
         quiet.history_bytes() + loud.history_bytes()
     );
 }
+
+#[test]
+fn at_the_budget_one_message_costs_no_room_its_history() {
+    let sizer = Rooms::new(RoomLimits::default());
+    post(&sizer.get_or_create("r00").unwrap(), 1);
+    let one = sizer.history_bytes();
+    let budget = 25 * 15 * one;
+    let rooms = Rooms::new(RoomLimits {
+        max_history_bytes: budget,
+        ..RoomLimits::default()
+    });
+    let all: Vec<_> = (0..25)
+        .map(|r| rooms.get_or_create(&format!("r{r:02}")).unwrap())
+        .collect();
+    for room in &all {
+        post(room, 15);
+        rooms.keep_within_budget();
+    }
+    post(&all[24], 1);
+    rooms.keep_within_budget();
+    assert!(rooms.history_bytes() <= budget);
+    for room in &all {
+        let held = room.history_after(0, 100).messages.len();
+        assert!(held >= 13, "{}: {held} of {}", room.name(), room.newest());
+    }
+}

@@ -249,7 +249,7 @@ impl Session {
         // burst of them (the second of which would judge a ping just sent).
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heard_since_ping = true;
-        let mut progress = None;
+        let mut awaited: Option<AwaitedPing> = None;
         // Made once: a fresh cancellation future per loop would re-register every time.
         let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
         loop {
@@ -302,21 +302,23 @@ impl Session {
                     if !heard_since_ping {
                         // The last ping may still be queued behind what was written
                         // before it (a reader working through a backlog): a peer whose
-                        // TCP keeps taking that in is alive and is given another
-                        // period; one that takes nothing in is gone.
-                        match PeerProgress::of(&socket) {
-                            Some(now) if now.still_taking(progress) => {
-                                progress = Some(now);
-                                continue;
-                            }
-                            _ => return,
+                        // TCP keeps taking that in is given another period, and one
+                        // more once it has the ping; one that takes nothing in, or had
+                        // the ping a whole period ago, is gone.
+                        let reaching = match (PeerProgress::of(&socket), awaited.as_mut()) {
+                            (Some(now), Some(ping)) => ping.still_reaching(now),
+                            _ => false,
+                        };
+                        if !reaching {
+                            return;
                         }
+                        continue;
                     }
-                    progress = PeerProgress::of(&socket);
                     heard_since_ping = false;
                     if !in_time(write_limit, socket.send(Message::Ping(Bytes::new()))).await {
                         return;
                     }
+                    awaited = PeerProgress::of(&socket).map(AwaitedPing::sent);
                 }
             }
         }
@@ -395,10 +397,32 @@ impl PeerProgress {
             })
         }
     }
+}
 
-    /// Whether the peer still has bytes to take in and has taken some since `before`.
-    fn still_taking(&self, before: Option<PeerProgress>) -> bool {
-        self.outstanding > 0 && before.is_some_and(|b| self.acknowledged > b.acknowledged)
+/// Where the last ping sits in what the session wrote, and how far the peer had
+/// acknowledged at the last look.
+struct AwaitedPing {
+    /// The stream offset just past the ping: once acknowledged, the peer has it.
+    ends_at: u64,
+    acknowledged: u64,
+}
+
+impl AwaitedPing {
+    /// Read just after the ping was written: it is the last of what is outstanding.
+    fn sent(now: PeerProgress) -> AwaitedPing {
+        AwaitedPing {
+            ends_at: now.acknowledged + now.outstanding,
+            acknowledged: now.acknowledged,
+        }
+    }
+
+    /// Whether the peer may not have had the ping for a whole period yet: at the last
+    /// look its TCP had not acknowledged it, and it has taken more in since. Records
+    /// this look.
+    fn still_reaching(&mut self, now: PeerProgress) -> bool {
+        let reaching = self.acknowledged < self.ends_at && now.acknowledged > self.acknowledged;
+        self.acknowledged = now.acknowledged;
+        reaching
     }
 }
 
@@ -434,4 +458,34 @@ fn in_time<E>(
 ) -> impl Future<Output = bool> {
     let write = Box::pin(within(limit, write));
     async move { matches!(write.await, Some(Ok(()))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AwaitedPing, PeerProgress};
+
+    fn at(acknowledged: u64) -> PeerProgress {
+        PeerProgress {
+            acknowledged,
+            outstanding: 0,
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_is_waited_for_only_while_it_is_reaching_the_ping() {
+        // Written with 50 bytes ahead of it and the ping's own: it ends at byte 150.
+        let mut ping = AwaitedPing::sent(PeerProgress {
+            acknowledged: 100,
+            outstanding: 50,
+        });
+        assert!(ping.still_reaching(at(120)), "taking in the backlog");
+        assert!(ping.still_reaching(at(160)), "has the ping since this period");
+        assert!(!ping.still_reaching(at(400)), "had it a whole period: more traffic is no excuse");
+
+        let mut stalled = AwaitedPing::sent(PeerProgress {
+            acknowledged: 100,
+            outstanding: 50,
+        });
+        assert!(!stalled.still_reaching(at(100)), "takes nothing in");
+    }
 }

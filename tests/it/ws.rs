@@ -373,6 +373,52 @@ async fn a_reader_that_catches_up_on_a_backlog_is_not_closed_for_the_pings_it_mi
 }
 
 #[tokio::test]
+async fn a_peer_that_reads_a_busy_room_but_never_answers_pings_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = config();
+    config.ws_ping_ms = 100;
+    let server = TestServer::with(config).await;
+    // A raw socket: it reads what comes, slowly through a small window, and never
+    // writes a pong.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /rooms/r/ws HTTP/1.1\r\nHost: lab\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    server
+        .wait_for_metric("lab_open_connections{transport=\"ws\"}", 1.0)
+        .await;
+    // About 50 KB a second into the room: always something on its way to the peer,
+    // and less than it reads, so its pings reach it.
+    let text = "x".repeat(1000);
+    let talk = async {
+        loop {
+            server.post("r", "u", &text).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = talk => {}
+        () = server.wait_for_metric("lab_open_connections{transport=\"ws\"}", 0.0) => {}
+    }
+    reader.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_peer_that_stops_answering_pings_is_closed() {
     let mut config = config();
     config.ws_ping_ms = 100;
