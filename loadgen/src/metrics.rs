@@ -113,19 +113,33 @@ impl Snapshot {
             ..Snapshot::default()
         };
         if from_metrics {
-            for (before, after) in pairs {
-                for (t, v) in &after.bytes_sent {
-                    *d.bytes_sent.entry(t.clone()).or_default() +=
-                        v - before.bytes_sent.get(t).unwrap_or(&0.0);
-                }
-                for (t, v) in &after.deliveries {
-                    *d.deliveries.entry(t.clone()).or_default() +=
-                        v - before.deliveries.get(t).unwrap_or(&0.0);
-                }
-            }
+            d.bytes_sent = by_label(pairs, |s| &s.bytes_sent);
+            d.deliveries = by_label(pairs, |s| &s.deliveries);
         }
         d
     }
+}
+
+/// `after - before` summed over the targets, for each label every target's reading at
+/// the end has (a counter a target has not shown yet at the start is 0 there).
+fn by_label(
+    pairs: &[(Snapshot, Snapshot)],
+    series: impl Fn(&Snapshot) -> &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    let Some((_, first)) = pairs.first() else {
+        return BTreeMap::new();
+    };
+    series(first)
+        .keys()
+        .filter(|label| pairs.iter().all(|(_, a)| series(a).contains_key(*label)))
+        .map(|label| {
+            let total = pairs
+                .iter()
+                .map(|(b, a)| series(a)[label] - series(b).get(label).unwrap_or(&0.0))
+                .sum();
+            (label.clone(), total)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -160,7 +174,8 @@ mod tests {
     #[test]
     fn a_figure_one_target_lacks_is_unknown_for_all() {
         let with = Snapshot::parse(
-            "process_cpu_seconds_total 2\nlab_bytes_sent_total{transport=\"ws\"} 9\n",
+            "process_cpu_seconds_total 2\nlab_bytes_sent_total{transport=\"ws\"} 9\n\
+             lab_bytes_sent_total{transport=\"sse\"} 500\n",
         );
         let without = Snapshot::parse("lab_bytes_sent_total{transport=\"ws\"} 9\n");
         let d = Snapshot::delta(&[
@@ -169,6 +184,10 @@ mod tests {
         ]);
         assert_eq!(d.cpu_seconds, None, "not the first target's alone");
         assert_eq!(d.bytes_sent["ws"], -1982.0);
+        assert!(
+            !d.bytes_sent.contains_key("sse"),
+            "the second target shows no sse bytes: {d:?}"
+        );
         // A reading without /metrics (a child's /proc only) knows no counters.
         let proc_only = Snapshot {
             cpu_seconds: Some(3.0),

@@ -22,6 +22,8 @@ use crate::worker::WorkerCtx;
 
 /// How long a user waits before asking a server that refused it again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How late tokio's timer may wake a sleep by itself: it rounds up to milliseconds.
+const TIMER_GRAIN: Duration = Duration::from_millis(1);
 
 /// Who a user is and when it runs.
 #[derive(Debug, Clone)]
@@ -143,8 +145,9 @@ pub fn phase(seed: u64, index: usize) -> f64 {
 pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord {
     tokio::time::sleep_until(plan.start_at).await;
     // Connect time counts from when the user was due to start: a worker busy with
-    // others when it was due would otherwise hide its wait.
-    let started = plan.start_at;
+    // others when it was due would otherwise hide its wait. Not the timer's own
+    // lateness, though: tokio rounds a sleep up to its next millisecond.
+    let started = Instant::now().min(plan.start_at + TIMER_GRAIN);
     let sc = &ctx.shared.scenario;
     let client = format!("lg{}-{}", sc.seed, plan.index);
     let sub = Sub {
@@ -371,10 +374,11 @@ impl User<'_> {
             Received::Message { json, wire } => (json, false, wire),
         };
         let window = self.ctx.shared.window_us;
+        let counting = self.ctx.counting.get();
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[self.rec.transport];
         let mut delivered = 0;
-        // Messages due before the counted window, when this arrived within it.
+        // Messages due before the counted window, when this was read within it.
         let mut early = 0;
         let end = self.rec.end;
         // Messages without an id (or with one beyond JSON's exact integers, which no
@@ -398,7 +402,10 @@ impl User<'_> {
                 return;
             };
             let due = sent.saturating_sub(m.lag.unwrap_or(0));
-            if due < window.0 && now >= window.0 {
+            // Read since the worker's snapshot of bytes at the window's start (not
+            // just after the window's start by the clock: bytes read before that
+            // snapshot are not in the window's count to take off).
+            if due < window.0 && counting {
                 early += 1;
             }
             // A latency for each counted delivery only: not for a duplicate, nor for

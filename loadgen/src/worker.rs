@@ -2,7 +2,7 @@
 //! the users and senders. Everything it records stays on the thread and is handed to
 //! the runner once, at the end.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -44,6 +44,9 @@ pub struct WorkerCtx {
     pub progress: Arc<Progress>,
     /// Per target, the last id published: set when all senders are done.
     pub finals: Finals,
+    /// Set when the worker has taken its snapshot of requests and bytes at the
+    /// window's start: what is read from then on is in the window's counts.
+    pub counting: Cell<bool>,
 }
 
 /// The runner's last ids, copied once onto the worker's thread. Users wait on this
@@ -128,6 +131,7 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
         bytes: (0..TRANSPORTS.len()).map(|_| Arc::default()).collect(),
         progress: job.progress,
         finals: Finals::default(),
+        counting: Cell::new(false),
     });
     let forward = {
         let ctx = ctx.clone();
@@ -144,7 +148,9 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
         let ctx = ctx.clone();
         tokio::task::spawn_local(async move {
             tokio::time::sleep_until(job.window_start).await;
-            traffic(&ctx)
+            let snapshot = traffic(&ctx);
+            ctx.counting.set(true);
+            snapshot
         })
     };
     let sent = sender::run(
