@@ -14,23 +14,9 @@ budget is what bounds it; without one in reach the memory grows with every messa
 import argparse
 import http.client
 import json
-import socket
-import subprocess
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from idle_memory import rss_kib, start_lab
 
 
 def main():
@@ -42,19 +28,10 @@ def main():
     ap.add_argument("--max-message-bytes", type=int, default=4096)
     args = ap.parse_args()
 
-    port = free_port()
-    lab = subprocess.Popen(
-        [args.lab, "--addr", f"127.0.0.1:{port}", "--results-dir", "/nonexistent",
-         "--max-history-bytes", str(args.max_history_bytes),
-         "--max-message-bytes", str(args.max_message_bytes)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab, port = start_lab(args.lab, "--results-dir", "/nonexistent",
+                          "--max-history-bytes", str(args.max_history_bytes),
+                          "--max-message-bytes", str(args.max_message_bytes))
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         before = rss_kib(lab.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port)
         body = json.dumps({"user": "u", "text": "\x01" * args.max_message_bytes})

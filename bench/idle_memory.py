@@ -82,17 +82,23 @@ def open_gauge(port, transport):
     return 0.0
 
 
-async def measure(lab, transport, n, settle):
+def start_lab(lab, *args):
+    """A `lab` on a free loopback port with `args`, once it answers: (process, port)."""
     port = free_port()
-    server = subprocess.Popen([lab, "--addr", f"127.0.0.1:{port}"],
+    server = subprocess.Popen([lab, "--addr", f"127.0.0.1:{port}", *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, port
+
+
+async def measure(lab, transport, n, settle):
+    server, port = start_lab(lab)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()
-                break
-            except OSError:
-                time.sleep(0.05)
         # Warm the room and the allocator with a few connections first.
         sem = asyncio.Semaphore(500)
         warm = [await open_one(port, transport, n + i, sem) for i in range(10)]

@@ -363,8 +363,7 @@
         else if (m && typeof m.id === 'number') this.deliver(m);
         else if (m && typeof m.error === 'string') {
           showStatus('WebSocket: ' + m.error, true);
-          // The text the server refused comes back to the composer if it is empty.
-          if (ui.text.value === '' && lastWsText != null) ui.text.value = lastWsText;
+          giveBackWsText();
         }
         this.render();
       };
@@ -375,7 +374,7 @@
           // Over 16 x the server's message limit, a frame is refused by closing the
           // socket, without an error frame: the text comes back to the composer.
           showStatus('WebSocket: the server closed the socket on a message that large', true);
-          if (ui.text.value === '' && lastWsText != null) ui.text.value = lastWsText;
+          giveBackWsText();
         }
         this.scheduleRetry(gen);
       };
@@ -571,6 +570,12 @@
       lastWsText = text;
       showStatus('Sent over the WebSocket');
     }
+  }
+
+  // The text the server refused over the socket comes back to the composer, if that
+  // is empty.
+  function giveBackWsText() {
+    if (ui.text.value === '' && lastWsText != null) ui.text.value = lastWsText;
   }
 
   // A text leaves the composer once it is sent, not before: one that fails stays there

@@ -19,7 +19,7 @@ use crate::conn::Http;
 use crate::error::ClientError;
 use crate::stats::histogram;
 use crate::wire;
-use crate::worker::{Shared, WorkerCtx};
+use crate::worker::WorkerCtx;
 
 /// Connections a worker opens at most per target for sending.
 const POOL: usize = 64;
@@ -158,48 +158,38 @@ async fn post(
     due: Instant,
 ) -> (u64, Outcome) {
     let sh = &ctx.shared;
-    let lag_now = || {
-        let now = sh.clock.now_us();
-        (now, now.saturating_sub(sh.clock.at_us(due.into_std())))
-    };
+    let lag_at = |now_us: u64| now_us.saturating_sub(sh.clock.at_us(due.into_std()));
     // A server closes keep-alive connections left idle (the lab after
     // `--idle-timeout-ms`); hyper has seen that close, and such a connection is
     // dropped here rather than failing the send.
     let idle = std::iter::from_fn(|| pool.idle.borrow_mut().pop()).find(Http::is_open);
-    let http = match idle {
+    let mut http = match idle {
         Some(http) => http,
         None => match Http::open(&sh.targets[target], None, Default::default()).await {
             Ok(http) => http,
-            Err(e) => return (lag_now().1, Err((e.kind(), None))),
+            Err(e) => return (lag_at(sh.clock.now_us()), Err((e.kind(), None))),
         },
     };
-    let (sent_us, lag) = lag_now();
-    (lag, send(sh, pool, http, sender, sent_us, lag).await)
-}
-
-/// Sends the message on `http`, stamped with its lag and send time.
-async fn send(
-    sh: &Shared,
-    pool: &Pool,
-    mut http: Http,
-    sender: usize,
-    sent_us: u64,
-    lag: u64,
-) -> Outcome {
-    let text = wire::text_with_stamp(lag, sent_us, sh.scenario.message_bytes);
-    let body = wire::post_body(&format!("u{sender}"), &text, sent_us);
-    let path = format!("/rooms/{}/messages", sh.scenario.room);
-    let (status, answer) = tokio::time::timeout(POST_TIMEOUT, http.post_json(&path, body))
-        .await
-        .map_err(|_| (ClientError::Timeout.kind(), None))?
-        .map_err(|e| (e.kind(), None))?;
-    pool.idle.borrow_mut().push(http);
-    if status != StatusCode::CREATED {
-        return Err((
-            ClientError::status(status.as_u16(), &path).kind(),
-            Some(crate::conn::said(status, &answer)),
-        ));
-    }
-    let posted: wire::Posted = serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;
-    Ok(posted.id)
+    let sent_us = sh.clock.now_us();
+    let lag = lag_at(sent_us);
+    let outcome = async {
+        let text = wire::text_with_stamp(lag, sent_us, sh.scenario.message_bytes);
+        let body = wire::post_body(&format!("u{sender}"), &text, sent_us);
+        let path = format!("/rooms/{}/messages", sh.scenario.room);
+        let (status, answer) = tokio::time::timeout(POST_TIMEOUT, http.post_json(&path, body))
+            .await
+            .map_err(|_| (ClientError::Timeout.kind(), None))?
+            .map_err(|e| (e.kind(), None))?;
+        pool.idle.borrow_mut().push(http);
+        if status != StatusCode::CREATED {
+            return Err((
+                ClientError::status(status.as_u16(), &path).kind(),
+                Some(crate::conn::said(status, &answer)),
+            ));
+        }
+        let posted: wire::Posted =
+            serde_json::from_slice(&answer).map_err(|_| ("protocol", None))?;
+        Ok(posted.id)
+    };
+    (lag, outcome.await)
 }

@@ -46,7 +46,9 @@ impl Published {
             client_ts: draft.client_ts,
             server_ts,
         };
-        let mut json = Vec::with_capacity(draft.text.len() + draft.user.len() + room.len() + 96);
+        // The keys and three numbers of at most 20 digits take 123 bytes: a message
+        // whose text needs no escaping fits at once, with little to spare.
+        let mut json = Vec::with_capacity(draft.text.len() + draft.user.len() + room.len() + 128);
         serde_json::to_writer(&mut json, &wire).expect("a message always serializes");
         // A text that escaping made longer grew the buffer by doubling; what the room
         // holds (and counts against `--max-history-bytes`) is what the message needs.

@@ -15,7 +15,7 @@ mod subscription;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -67,19 +67,19 @@ pub struct Room {
     history: Mutex<History>,
     tx: broadcast::Sender<Arc<Published>>,
     clients: ClientQueues,
-    /// What every room's history holds, shared by all the rooms of a [`Rooms`].
-    stored: Arc<AtomicUsize>,
+    /// Shared by all the rooms of a [`Rooms`].
+    store: Arc<Store>,
 }
 
 impl Room {
-    fn new(name: &str, limits: &RoomLimits, stored: Arc<AtomicUsize>) -> Self {
+    fn new(name: &str, limits: &RoomLimits, store: Arc<Store>) -> Self {
         let (tx, _) = broadcast::channel(limits.queue_capacity.max(1));
         Room {
             name: name.into(),
             history: Mutex::new(History::new(limits.history)),
             tx,
             clients: ClientQueues::new(limits.max_clients_per_room, limits.client_idle),
-            stored,
+            store,
         }
     }
 
@@ -90,15 +90,20 @@ impl Room {
     /// Accepts a message: gives it the next id, records it in history, and queues it
     /// for every subscriber. Returns as soon as the message has its id.
     pub fn publish(&self, draft: &Draft) -> Arc<Published> {
-        let mut history = self.history.lock().unwrap();
-        let id = history.newest() + 1;
-        let message = Arc::new(Published::new(id, &self.name, draft, now_micros()));
-        let freed = history.push(message.clone());
-        self.stored
-            .fetch_add(message.stored_bytes(), Ordering::Relaxed);
-        self.stored.fetch_sub(freed, Ordering::Relaxed);
-        // No receivers is not an error: the message is in history.
-        let _ = self.tx.send(message.clone());
+        let message = {
+            let mut history = self.history.lock().unwrap();
+            let id = history.newest() + 1;
+            let message = Arc::new(Published::new(id, &self.name, draft, now_micros()));
+            let freed = history.push(message.clone());
+            let bytes = &self.store.bytes;
+            bytes.fetch_add(message.stored_bytes(), Ordering::Relaxed);
+            bytes.fetch_sub(freed, Ordering::Relaxed);
+            // No receivers is not an error: the message is in history.
+            let _ = self.tx.send(message.clone());
+            message
+        };
+        // Once this room's lock is let go: the room to shrink may be this one.
+        self.store.keep_within_budget();
         message
     }
 
@@ -132,7 +137,7 @@ impl Room {
     /// Lets go of the oldest held messages until `bytes` are freed or none is left.
     fn evict(&self, bytes: usize) -> usize {
         let freed = self.history.lock().unwrap().evict(bytes);
-        self.stored.fetch_sub(freed, Ordering::Relaxed);
+        self.store.bytes.fetch_sub(freed, Ordering::Relaxed);
         freed
     }
 
@@ -142,52 +147,75 @@ impl Room {
     }
 }
 
-/// Every room of one server, created on first use.
-pub struct Rooms {
-    rooms: RwLock<HashMap<Arc<str>, Arc<Room>>>,
-    limits: RoomLimits,
-    stored: Arc<AtomicUsize>,
+/// The rooms of one server by name.
+type RoomMap = RwLock<HashMap<Arc<str>, Arc<Room>>>;
+
+/// What all rooms' histories hold together, against `--max-history-bytes`.
+struct Store {
+    bytes: AtomicUsize,
+    budget: usize,
+    /// The rooms, to find the one holding most (weak: the rooms hold the store).
+    rooms: Weak<RoomMap>,
 }
 
-impl Rooms {
-    pub fn new(limits: RoomLimits) -> Self {
-        Rooms {
-            rooms: RwLock::new(HashMap::new()),
-            limits,
-            stored: Arc::default(),
-        }
-    }
-
-    /// What all rooms' histories hold.
-    pub fn history_bytes(&self) -> usize {
-        self.stored.load(Ordering::Relaxed)
-    }
-
-    /// Keeps all histories together within `--max-history-bytes`: while they hold
-    /// more, the room holding most lets go of its oldest messages (readers asking for
-    /// them are told of a gap, as for any message no longer held). Rooms are evened
-    /// out from the top: a room filling the store soon holds most and pays for it,
-    /// and a room holding less than the others keeps its history. Called after each
-    /// publish; it frees a sixty-fourth of that room's history more than it must, so
-    /// that a room publishing at the limit does not look for the largest room every
-    /// time, and never empties a history for the sake of it.
-    pub fn keep_within_budget(&self) {
-        let budget = self.limits.max_history_bytes;
-        while self.stored.load(Ordering::Relaxed) > budget {
-            let largest = self
-                .rooms
+impl Store {
+    /// While the histories hold more than the budget, the room holding most lets go
+    /// of its oldest messages (readers asking for them are told of a gap, as for any
+    /// message no longer held). Rooms are evened out from the top: a room filling the
+    /// store soon holds most and pays for it, and a room holding less than the others
+    /// keeps its history. Run after each publish; it frees a sixty-fourth of that
+    /// room's history more than it must, so that a room publishing at the limit does
+    /// not look for the largest room every time, and never empties a history for the
+    /// sake of it.
+    fn keep_within_budget(&self) {
+        while self.bytes.load(Ordering::Relaxed) > self.budget {
+            let Some(rooms) = self.rooms.upgrade() else {
+                return;
+            };
+            let largest = rooms
                 .read()
                 .unwrap()
                 .values()
                 .map(|room| (room.history_bytes(), room))
                 .max_by_key(|(bytes, _)| *bytes)
                 .map(|(bytes, room)| (bytes, room.clone()));
-            let over = self.stored.load(Ordering::Relaxed).saturating_sub(budget);
+            let over = self
+                .bytes
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.budget);
             match largest {
                 Some((bytes, room)) if room.evict(over + bytes / 64) > 0 => {}
                 _ => return,
             }
         }
+    }
+}
+
+/// Every room of one server, created on first use.
+pub struct Rooms {
+    rooms: Arc<RoomMap>,
+    limits: RoomLimits,
+    store: Arc<Store>,
+}
+
+impl Rooms {
+    pub fn new(limits: RoomLimits) -> Self {
+        let rooms = Arc::new(RwLock::new(HashMap::new()));
+        let store = Arc::new(Store {
+            bytes: AtomicUsize::new(0),
+            budget: limits.max_history_bytes,
+            rooms: Arc::downgrade(&rooms),
+        });
+        Rooms {
+            rooms,
+            limits,
+            store,
+        }
+    }
+
+    /// What all rooms' histories hold.
+    pub fn history_bytes(&self) -> usize {
+        self.store.bytes.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &RoomLimits {
@@ -223,7 +251,7 @@ impl Rooms {
         if rooms.len() >= self.limits.max_rooms {
             return Err(RoomError::TooManyRooms(self.limits.max_rooms));
         }
-        let room = Arc::new(Room::new(name, &self.limits, self.stored.clone()));
+        let room = Arc::new(Room::new(name, &self.limits, self.store.clone()));
         rooms.insert(room.name.clone(), room.clone());
         Ok(room)
     }

@@ -248,8 +248,8 @@ impl Session {
         // Ticks missed while the session was busy writing come back as one, not as a
         // burst of them (the second of which would judge a ping just sent).
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut heard_since_ping = true;
-        let mut awaited: Option<AwaitedPing> = None;
+        // The last ping, until anything is heard from the peer.
+        let mut unanswered: Option<AwaitedPing> = None;
         // Made once: a fresh cancellation future per loop would re-register every time.
         let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
         loop {
@@ -268,7 +268,7 @@ impl Session {
                     }
                 }
                 incoming = socket.next() => {
-                    heard_since_ping = true;
+                    unanswered = None;
                     match incoming {
                         None => return,
                         Some(Ok(Message::Text(text))) => {
@@ -299,26 +299,21 @@ impl Session {
                     }
                 }
                 _ = ping.tick() => {
-                    if !heard_since_ping {
+                    if let Some(last) = unanswered.as_mut() {
                         // The last ping may still be queued behind what was written
                         // before it (a reader working through a backlog): a peer whose
                         // TCP keeps taking that in is given another period, and one
                         // more once it has the ping; one that takes nothing in, or had
                         // the ping a whole period ago, is gone.
-                        let reaching = match (PeerProgress::of(&socket), awaited.as_mut()) {
-                            (Some(now), Some(ping)) => ping.still_reaching(now),
-                            _ => false,
-                        };
-                        if !reaching {
+                        if !PeerProgress::of(&socket).is_some_and(|now| last.still_reaching(now)) {
                             return;
                         }
                         continue;
                     }
-                    heard_since_ping = false;
                     if !in_time(write_limit, socket.send(Message::Ping(Bytes::new()))).await {
                         return;
                     }
-                    awaited = PeerProgress::of(&socket).map(AwaitedPing::sent);
+                    unanswered = Some(AwaitedPing::sent(PeerProgress::of(&socket)));
                 }
             }
         }
@@ -409,7 +404,12 @@ struct AwaitedPing {
 
 impl AwaitedPing {
     /// Read just after the ping was written: it is the last of what is outstanding.
-    fn sent(now: PeerProgress) -> AwaitedPing {
+    /// Where the kernel does not tell, the ping counts as had at once.
+    fn sent(now: Option<PeerProgress>) -> AwaitedPing {
+        let now = now.unwrap_or(PeerProgress {
+            acknowledged: 0,
+            outstanding: 0,
+        });
         AwaitedPing {
             ends_at: now.acknowledged + now.outstanding,
             acknowledged: now.acknowledged,
@@ -474,18 +474,18 @@ mod tests {
     #[test]
     fn a_silent_peer_is_waited_for_only_while_it_is_reaching_the_ping() {
         // Written with 50 bytes ahead of it and the ping's own: it ends at byte 150.
-        let mut ping = AwaitedPing::sent(PeerProgress {
+        let mut ping = AwaitedPing::sent(Some(PeerProgress {
             acknowledged: 100,
             outstanding: 50,
-        });
+        }));
         assert!(ping.still_reaching(at(120)), "taking in the backlog");
         assert!(ping.still_reaching(at(160)), "has the ping since this period");
         assert!(!ping.still_reaching(at(400)), "had it a whole period: more traffic is no excuse");
 
-        let mut stalled = AwaitedPing::sent(PeerProgress {
+        let mut stalled = AwaitedPing::sent(Some(PeerProgress {
             acknowledged: 100,
             outstanding: 50,
-        });
+        }));
         assert!(!stalled.still_reaching(at(100)), "takes nothing in");
     }
 }

@@ -5,6 +5,18 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
+/// A message to `room` that the server refuses with 503 (over `--max-rooms`); its error.
+async fn refused_room(server: &TestServer, room: &str) -> String {
+    let response = server
+        .http
+        .post(server.url(&format!("/rooms/{room}/messages")))
+        .json(&json!({"user": "u", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 503).await
+}
+
 async fn expect_error(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status);
     assert!(
@@ -140,14 +152,7 @@ async fn over_a_limit_is_429_or_503_and_others_are_unaffected() {
     config.max_connections = 1;
     let server = TestServer::with(config).await;
     assert_eq!(server.post("one", "u", "x").await, 1);
-    let response = server
-        .http
-        .post(server.url("/rooms/two/messages"))
-        .json(&json!({"user": "u", "text": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(expect_error(response, 503).await.contains("rooms"));
+    assert!(refused_room(&server, "two").await.contains("rooms"));
 
     server
         .poll("/rooms/one/long-poll?client=a&timeout_ms=0")
@@ -252,14 +257,7 @@ async fn rooms_made_up_by_readers_do_not_use_up_the_room_limit() {
     let stream = server.sse("/rooms/typo-3/events").await;
     assert_eq!(server.post("real", "u", "first").await, 1);
     // While the stream is open its room is in use: both slots are taken.
-    let response = server
-        .http
-        .post(server.url("/rooms/another/messages"))
-        .json(&json!({"user": "u", "text": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(expect_error(response, 503).await.contains("rooms"));
+    assert!(refused_room(&server, "another").await.contains("rooms"));
     // Once the stream has gone, its empty room is let go for a new one.
     drop(stream);
     server

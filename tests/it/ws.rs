@@ -243,10 +243,7 @@ async fn frames_sent_with_the_handshake_are_read_not_lost() {
     // The handshake and the first frames in one write: they arrive before the server
     // has answered, so they are read with the request, 12 KB of them: more than one
     // read of the request takes.
-    let mut bytes = b"GET /rooms/r/ws?user=early HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
-        Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        .to_vec();
+    let mut bytes = raw_handshake("/rooms/r/ws?user=early");
     let texts: Vec<String> = (1..=4)
         .map(|i| format!("{i}{}", "x".repeat(2999)))
         .collect();
@@ -381,15 +378,9 @@ async fn a_peer_that_reads_a_busy_room_but_never_answers_pings_is_closed() {
     let server = TestServer::with(config).await;
     // A raw socket: it reads what comes, slowly through a small window, and never
     // writes a pong.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.addr).await.unwrap();
+    let mut stream = with_receive_buffer_tcp(&server, 4096).await;
     stream
-        .write_all(
-            b"GET /rooms/r/ws HTTP/1.1\r\nHost: lab\r\nConnection: Upgrade\r\n\
-              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
+        .write_all(&raw_handshake("/rooms/r/ws"))
         .await
         .unwrap();
     let reader = tokio::spawn(async move {
@@ -475,9 +466,7 @@ async fn never_reading(
 /// A WebSocket to `path` whose socket receive buffer is `bytes`: what the reader has
 /// not read stays on the server's side.
 async fn with_receive_buffer(server: &TestServer, path: &str, bytes: u32) -> RawWs {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(bytes).unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
+    let stream = with_receive_buffer_tcp(server, bytes).await;
     let (ws, _) = tokio_tungstenite::client_async(server.ws_url(path), stream)
         .await
         .unwrap();
@@ -526,4 +515,20 @@ async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
     let id = server.post("r", "u", "still here").await;
     assert_eq!(ws_next(&mut reader).await["id"], id);
     server.stop().await;
+}
+
+/// A connection to the server whose socket receive buffer is `bytes`.
+async fn with_receive_buffer_tcp(server: &TestServer, bytes: u32) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// A WebSocket handshake for `path`, as bytes to write on a bare connection.
+fn raw_handshake(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes()
 }
