@@ -22,10 +22,17 @@ pub struct ClientQueue {
     subscription: tokio::sync::Mutex<Subscription>,
     last_used: Mutex<Instant>,
     /// Bumped by every poll, so that a newer poll from the same client releases an
-    /// older one still held (a browser that gave up on a request and sent another).
+    /// older one still held or waiting for the queue (a browser that gave up on a
+    /// request and sent another; two pollers sharing a name, who are told so).
     generation: AtomicU64,
     superseded: Notify,
 }
+
+/// A poll another poll of the same client took the place of. It is answered as a
+/// conflict, not as an empty list: two pollers sharing one client name would otherwise
+/// release each other's polls, each answer empty and normal, as fast as they can ask.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Superseded;
 
 impl ClientQueue {
     fn new(subscription: Subscription) -> Self {
@@ -45,6 +52,8 @@ impl ClientQueue {
     /// once, as a short poll answers it: held, such a poll would pass over every message
     /// up to `after`. Answers empty at once when `stop` is cancelled or `released`
     /// completes (a zero-sized future is best: it is kept in every held poll's state).
+    /// A newer poll of the same client ends this one with [`Superseded`], whether this
+    /// one is held or still waiting for the queue.
     pub async fn poll(
         &self,
         after: Option<u64>,
@@ -52,10 +61,16 @@ impl ClientQueue {
         deadline: Instant,
         stop: &CancellationToken,
         released: impl Future<Output = ()>,
-    ) -> (Batch, u64) {
+    ) -> Result<(Batch, u64), Superseded> {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.superseded.notify_waiters();
-        let mut subscription = self.subscription.lock().await;
+        // On several threads a newer poll can take the queue before an older one that
+        // took its generation first: the older must not wait out the newer's timeout.
+        let mut subscription = tokio::select! {
+            biased;
+            _ = self.superseded_since(generation) => return Err(Superseded),
+            subscription = self.subscription.lock() => subscription,
+        };
         self.touch();
         if let Some(after) = after {
             // The newest id is read only when the cursor moves, not on the usual poll
@@ -66,24 +81,25 @@ impl ClientQueue {
                     // The queue goes on from the newest id too: a next poll without
                     // `after` must not pass over the ids up to this one.
                     subscription.seek(newest);
-                    return (Batch::default(), newest);
+                    return Ok((Batch::default(), newest));
                 }
             }
             subscription.seek(after);
         }
-        // Biased, messages first: a poll whose deadline has passed (timeout_ms=0) still
-        // takes what is already queued rather than a random pick of the ready branches.
+        // Biased: a superseded poll leaves what is queued to the poll that took its
+        // place; then messages, so that a poll whose deadline has passed (timeout_ms=0)
+        // still takes what is already queued rather than a random pick of the branches.
         let batch = tokio::select! {
             biased;
+            _ = self.superseded_since(generation) => return Err(Superseded),
             batch = subscription.next(limit) => batch,
             _ = tokio::time::sleep_until(deadline) => Batch::default(),
-            _ = self.superseded_since(generation) => Batch::default(),
             _ = stop.cancelled() => Batch::default(),
             () = released => Batch::default(),
         };
         self.touch();
         let cursor = subscription.cursor();
-        (batch, cursor)
+        Ok((batch, cursor))
     }
 
     async fn superseded_since(&self, generation: u64) {

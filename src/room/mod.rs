@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-pub use client_queue::{ClientQueue, ClientQueues};
+pub use client_queue::{ClientQueue, ClientQueues, Superseded};
 pub use history::{History, Slice};
 pub use message::{Draft, Gap, Published, now_micros, sse_event};
 pub use subscription::{Batch, Subscription};

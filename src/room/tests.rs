@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -256,7 +257,8 @@ async fn a_long_poll_times_out_empty() {
             never(),
             std::future::pending(),
         )
-        .await;
+        .await
+        .unwrap();
     assert!(batch.is_empty());
     assert_eq!(cursor, 2);
     assert_eq!(started.elapsed(), Duration::from_millis(500));
@@ -271,20 +273,36 @@ async fn a_long_poll_keeps_messages_posted_between_polls() {
         client
             .poll(None, 100, soon(), never(), std::future::pending())
             .await
+            .unwrap()
             .0
             .is_empty()
     );
     post(&room, 3);
     let (batch, cursor) = client
         .poll(None, 100, soon(), never(), std::future::pending())
-        .await;
+        .await
+        .unwrap();
     assert_eq!(ids(&batch), vec![1, 2, 3]);
     assert_eq!(cursor, 3);
     // `after` re-asks for what an answer lost in transit carried.
     let (batch, _) = client
         .poll(Some(1), 100, soon(), never(), std::future::pending())
-        .await;
+        .await
+        .unwrap();
     assert_eq!(ids(&batch), vec![2, 3]);
+}
+
+/// A long poll of `client` held until `deadline`, in a task of its own.
+fn spawn_poll(
+    client: &Arc<ClientQueue>,
+    deadline: Instant,
+) -> tokio::task::JoinHandle<Result<(Batch, u64), Superseded>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        client
+            .poll(None, 100, deadline, never(), std::future::pending())
+            .await
+    })
 }
 
 #[tokio::test(start_paused = true)]
@@ -292,27 +310,29 @@ async fn a_newer_poll_releases_an_older_one() {
     let room = room(10, 10);
     let client = room.client("c").unwrap();
     let far = Instant::now() + Duration::from_secs(30);
-    let older = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .poll(None, 100, far, never(), std::future::pending())
-                .await
-        })
-    };
+    let older = spawn_poll(&client, far);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let newer = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client
-                .poll(None, 100, far, never(), std::future::pending())
-                .await
-        })
-    };
+    let newer = spawn_poll(&client, far);
     let started = Instant::now();
-    assert!(older.await.unwrap().0.is_empty());
+    // Told it was superseded, not handed an ordinary empty answer to poll again on.
+    assert!(matches!(older.await.unwrap(), Err(Superseded)));
     assert!(started.elapsed() < Duration::from_secs(1));
     post(&room, 1);
+    assert_eq!(ids(&newer.await.unwrap().unwrap().0), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_superseded_poll_leaves_queued_messages_to_the_poll_that_took_its_place() {
+    let room = room(10, 10);
+    let client = room.client("c").unwrap();
+    let far = Instant::now() + Duration::from_secs(30);
+    let older = spawn_poll(&client, far);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The message and the newer poll come before the older poll runs again.
+    post(&room, 1);
+    let mut newer = Box::pin(client.poll(None, 100, far, never(), std::future::pending()));
+    assert!((&mut newer).now_or_never().is_none(), "waits for the queue");
+    assert!(matches!(older.await.unwrap(), Err(Superseded)));
     assert_eq!(ids(&newer.await.unwrap().0), vec![1]);
 }
 
@@ -350,6 +370,7 @@ async fn a_held_poll_keeps_its_queue_alive() {
                 std::future::pending(),
             )
             .await
+            .unwrap()
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(rooms.expire_idle_clients(), 0);
@@ -368,7 +389,8 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
     room.client("c")
         .unwrap()
         .poll(None, 10, soon(), never(), std::future::pending())
-        .await;
+        .await
+        .unwrap();
     post(&room, 2);
     tokio::time::advance(Duration::from_secs(2)).await;
     rooms.expire_idle_clients();
@@ -376,7 +398,8 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
         .client("c")
         .unwrap()
         .poll(None, 10, soon(), never(), std::future::pending())
-        .await;
+        .await
+        .unwrap();
     assert!(batch.is_empty());
     assert_eq!(cursor, 2);
     // Passing `after` gets the missed messages from history.
@@ -384,7 +407,8 @@ async fn an_expired_client_starts_over_with_new_messages_only() {
         .client("c")
         .unwrap()
         .poll(Some(0), 10, soon(), never(), std::future::pending())
-        .await;
+        .await
+        .unwrap();
     assert_eq!(ids(&batch), vec![1, 2]);
 }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
+use crate::room::Superseded;
 use crate::state::AppState;
 
 pub const NAME: &str = "long_poll";
@@ -94,7 +95,13 @@ async fn long_poll(
             &state.shutdown,
             crate::http1::sending_shut(),
         )
-        .await;
+        .await
+        .map_err(|Superseded| {
+            ApiError::Conflict(format!(
+                "a newer poll of client `{client}` took this one's place: \
+                 a client polls one request at a time"
+            ))
+        })?;
     let body = common::poll_body(&batch.messages, last_id, batch.gap);
     metrics.delivered(batch.messages.len(), body.len());
     Ok(common::json_response(StatusCode::OK, body))

@@ -182,3 +182,47 @@ async fn the_queue_answers_what_history_no_longer_holds() {
     assert!(body.get("gap").is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_poller_under_the_same_client_name_ends_the_first_with_a_conflict() {
+    let server = TestServer::start().await;
+    let url = server.url("/rooms/r/long-poll?client=shared&timeout_ms=10000");
+    let first = {
+        let (http, url) = (server.http.clone(), url.clone());
+        tokio::spawn(async move {
+            let answer = http.get(url).send().await.unwrap();
+            let status = answer.status();
+            (
+                status,
+                answer.json::<serde_json::Value>().await.unwrap(),
+                Instant::now(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!first.is_finished(), "the first poll was not held");
+    let second = {
+        let (http, url) = (server.http.clone(), url.clone());
+        tokio::spawn(async move {
+            let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            body
+        })
+    };
+    let asked = Instant::now();
+    // Not an ordinary empty answer, which a client polls again on at once (two such
+    // clients would release each other's polls as fast as they can ask), but 409.
+    let (status, body, answered) = first.await.unwrap();
+    assert_eq!(status, 409);
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("newer poll") && error.contains("shared"),
+        "{error}"
+    );
+    assert!(answered.duration_since(asked) < Duration::from_secs(5));
+    // The second is held, and gets what comes next.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second poll was not held");
+    let id = server.post("r", "u", "next").await;
+    assert_eq!(ids(&second.await.unwrap()["messages"]), vec![id]);
+    server.stop().await;
+}
