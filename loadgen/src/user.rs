@@ -300,11 +300,18 @@ impl User<'_> {
         }
     }
 
+    /// Counts an error of the user's receiving side. A refusal is an answered request
+    /// like any other, but for the "where is now" query, which is not a receiver's
+    /// request: a refusal before the user has located itself answered that query (a
+    /// subscription is asked for only after it).
     fn error(&self, e: &ClientError) {
+        self.count_error(e, self.located);
+    }
+
+    fn count_error(&self, e: &ClientError, receivers_request: bool) {
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[self.rec.transport];
-        // A refusal is an answered request like any other.
-        if matches!(e, ClientError::Status { .. }) {
+        if receivers_request && matches!(e, ClientError::Status { .. }) {
             stats.requests += 1;
         }
         stats.error(e.kind());
@@ -358,7 +365,7 @@ impl User<'_> {
         })
         .await;
         let end = newest.unwrap_or_else(|e| {
-            self.error(&e);
+            self.count_error(&e, false);
             self.rec.tracker.last()
         });
         self.rec.end = Some(end);

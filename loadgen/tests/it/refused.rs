@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loadgen::{Mix, Target};
 
-use crate::common::{Server, proxy, short, transport};
+use crate::common::{Server, has, proxy, short, transport};
 
 #[test]
 fn a_user_the_server_keeps_refusing_asks_again_after_a_pause() {
@@ -99,27 +99,64 @@ fn a_short_poll_run_needs_no_connection_slot() {
     assert!(d.expected > 0 && d.lost == 0, "{d:?}");
 }
 
-#[test]
-fn a_refused_send_is_in_the_send_lag_as_well() {
-    let server = Server::start();
+/// A target behind a proxy that turns the server's answers into `status`: those that
+/// `matches` picks, by their order among them (from 0).
+fn refusing(
+    server: &Server,
+    matches: fn(&[u8]) -> bool,
+    picks: fn(usize) -> bool,
+    status: &'static [u8; 3],
+) -> Target {
     let answers = Arc::new(AtomicUsize::new(0));
-    // Every third POST's answer is turned into a 500.
     let addr = proxy(
         server.addr,
         Arc::new(|_: &[u8]| false),
         Arc::new(move |chunk: &mut [u8]| {
-            if chunk.starts_with(b"HTTP/1.1 201")
-                && answers.fetch_add(1, Ordering::Relaxed) % 3 == 2
-            {
-                chunk[9..12].copy_from_slice(b"500");
+            if matches(chunk) && picks(answers.fetch_add(1, Ordering::Relaxed)) {
+                chunk[9..12].copy_from_slice(status);
             }
         }),
     );
-    let target = Target::parse(&addr.to_string()).unwrap();
+    Target::parse(&addr.to_string()).unwrap()
+}
+
+#[test]
+fn a_refused_send_is_in_the_send_lag_as_well() {
+    let server = Server::start();
+    // Every third POST's answer is turned into a 500.
+    let target = refusing(
+        &server,
+        |chunk| chunk.starts_with(b"HTTP/1.1 201"),
+        |n| n % 3 == 2,
+        b"500",
+    );
     let sc = short(Mix::Only(transport("sse")), 2, "refused-some-sends");
     let row = &loadgen::run(&[target], &sc).unwrap()[0];
     let m = &row.messages;
     assert!(m.failed > 0 && m.sent > 0, "{m:?}");
     // Every message due in the window has a lag, whether it was accepted or not.
     assert_eq!(row.send_lag_us.count, m.sent + m.failed, "{m:?}");
+}
+
+#[test]
+fn a_refused_where_is_now_query_is_not_a_receivers_request() {
+    let server = Server::start();
+    // Every "where is now" answer after the loadgen's own check before the run is
+    // turned into a 503: no user gets as far as asking for its stream. (On an SSE
+    // run the only JSON pages are those answers.)
+    let target = refusing(
+        &server,
+        |chunk| chunk.starts_with(b"HTTP/1.1 200") && has(chunk, "\"last_id\""),
+        |n| n > 0,
+        b"503",
+    );
+    let sc = short(Mix::Only(transport("sse")), 2, "refused-where-is-now");
+    let row = &loadgen::run(&[target], &sc).unwrap()[0];
+    assert!(
+        row.errors.get("status").copied().unwrap_or(0) > 0,
+        "{:?}",
+        row.errors
+    );
+    // Refused all run long, asking again every pause, yet no receiver's request.
+    assert_eq!(row.requests.total, 0, "{:?}", row.requests);
 }
