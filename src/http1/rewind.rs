@@ -33,6 +33,13 @@ impl Rewind {
     }
 }
 
+impl Rewind {
+    /// What is to be read before the connection, and the connection.
+    pub fn into_parts(self) -> (Bytes, TcpStream) {
+        (self.read, self.inner)
+    }
+}
+
 impl std::os::fd::AsRawFd for Rewind {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.inner.as_raw_fd()

@@ -13,6 +13,7 @@ mod history;
 mod message;
 mod subscription;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -69,6 +70,8 @@ pub struct Room {
     clients: ClientQueues,
     /// Shared by all the rooms of a [`Rooms`].
     store: Arc<Store>,
+    /// What transports keep per room: at most one value of each type.
+    attachments: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Room {
@@ -80,6 +83,7 @@ impl Room {
             tx,
             clients: ClientQueues::new(limits.max_clients_per_room, limits.client_idle),
             store,
+            attachments: Mutex::new(Vec::new()),
         }
     }
 
@@ -122,6 +126,21 @@ impl Room {
         let history = self.history.lock().unwrap();
         let rx = self.tx.subscribe();
         Subscription::new(self.clone(), rx, history.newest(), after)
+    }
+
+    /// The value of type `T` a transport keeps for this room, made on first use. The
+    /// room knows nothing of it; it lives as long as the room.
+    pub fn attachment<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut attachments = self.attachments.lock().unwrap();
+        if let Some(found) = attachments
+            .iter()
+            .find_map(|a| a.clone().downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(T::default());
+        attachments.push(made.clone());
+        made
     }
 
     /// The long-poll queue of `client`, made at its first poll.

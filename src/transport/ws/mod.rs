@@ -30,9 +30,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+mod fanout;
+mod outbox;
+
+use self::fanout::FanOut;
+use self::outbox::{Outbox, SessionIo};
 use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
-use crate::http1::{self, Rewind, has_token};
+use crate::http1::{self, has_token};
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
 use crate::room::{Batch, Draft, Subscription};
@@ -41,8 +46,9 @@ use crate::time_limit::within;
 
 pub const NAME: &str = "ws";
 
-/// A session's socket: tungstenite on the connection the lean path handed to hyper.
-type Socket = WebSocketStream<Rewind>;
+/// A session's socket: tungstenite on the connection the lean path handed to hyper,
+/// writing through the outbox it shares with the room's fan-out.
+type Socket = WebSocketStream<SessionIo>;
 
 /// Most messages written between two flushes.
 const BATCH: usize = 256;
@@ -201,9 +207,34 @@ async fn serve(on_upgrade: OnUpgrade, mut session: Session) {
     let Some(stream) = on_upgrade.await.ok().and_then(http1::upgraded_stream) else {
         return;
     };
+    let (read_past, stream) = stream.into_parts();
+    let outbox = Outbox::new(stream);
     let config = socket_config(session.state.config.max_message_bytes());
-    let socket = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-    session.run(socket).await;
+    let io = SessionIo::new(read_past, outbox.clone());
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let room = session.subscription.room().clone();
+    let joined = Joined {
+        fanout: room.attachment::<FanOut>(),
+        outbox,
+    };
+    joined
+        .fanout
+        .join(&room, joined.outbox.clone(), &session.state, &session.metrics);
+    session.run(socket, &joined.outbox).await;
+}
+
+/// A session's place in its room's fan-out, given up when the session ends, however
+/// it ends.
+struct Joined {
+    fanout: std::sync::Arc<FanOut>,
+    outbox: std::sync::Arc<Outbox>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.outbox.close();
+        self.fanout.leave(&self.outbox);
+    }
 }
 
 fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
@@ -238,7 +269,12 @@ struct Session {
 impl Session {
     /// Serves the socket until either side ends it. Takes the session by reference: it
     /// is held once, in the task, not again in this future.
-    async fn run(&mut self, mut socket: Socket) {
+    ///
+    /// While the session has every message so far it is live: the room's fan-out
+    /// writes new messages to the socket and this task is not woken for them. It
+    /// writes from its own subscription only to catch up (at the start, or when the
+    /// fan-out hands it back), and goes live again once it has nothing left.
+    async fn run(&mut self, mut socket: Socket, outbox: &Outbox) {
         let every = Duration::from_millis(self.state.config.ws_ping_ms);
         // A write that cannot finish in two ping periods means the peer is gone: every
         // write here is bounded by it (replies, pings and closes as well as messages),
@@ -252,6 +288,11 @@ impl Session {
         let mut unanswered: Option<AwaitedPing> = None;
         // Made once: a fresh cancellation future per loop would re-register every time.
         let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
+        if let Some(batch) = outbox.go_live(|| self.caught_up()) {
+            if !self.catch_up(&mut socket, outbox, batch, write_limit).await {
+                return;
+            }
+        }
         loop {
             // Biased, messages before reads: a delivery does not pay for polling a socket
             // that has nothing to read; under sustained overload frames from the client
@@ -262,8 +303,20 @@ impl Session {
                     close(&mut socket, CloseCode::Away, "server shutting down", write_limit).await;
                     return;
                 }
-                batch = self.subscription.next(BATCH) => {
-                    if !in_time(write_limit, write_batch(&mut socket, batch, &self.metrics)).await {
+                handed_back = outbox.attention() => {
+                    // From the id it had everything up to: what the fan-out did not
+                    // write comes from the subscription (history, for what the
+                    // broadcast ring has passed).
+                    if let Some(cursor) = handed_back {
+                        self.subscription.seek(cursor);
+                    }
+                    // What the fan-out left for the kernel to take.
+                    if !in_time(write_limit, socket.flush()).await {
+                        return;
+                    }
+                }
+                batch = self.subscription.next(BATCH), if !outbox.is_live() => {
+                    if !self.catch_up(&mut socket, outbox, batch, write_limit).await {
                         return;
                     }
                 }
@@ -305,7 +358,7 @@ impl Session {
                         // TCP keeps taking that in is given another period, and one
                         // more once it has the ping; one that takes nothing in, or had
                         // the ping a whole period ago, is gone.
-                        if !PeerProgress::of(&socket).is_some_and(|now| last.still_reaching(now)) {
+                        if !PeerProgress::of(&socket, outbox).is_some_and(|now| last.still_reaching(now)) {
                             return;
                         }
                         continue;
@@ -313,8 +366,38 @@ impl Session {
                     if !in_time(write_limit, socket.send(Message::Ping(Bytes::new()))).await {
                         return;
                     }
-                    unanswered = Some(AwaitedPing::sent(PeerProgress::of(&socket)));
+                    unanswered = Some(AwaitedPing::sent(PeerProgress::of(&socket, outbox)));
                 }
+            }
+        }
+    }
+
+    /// The subscription's cursor if it has nothing ready, else what it has.
+    fn caught_up(&mut self) -> Result<u64, Batch> {
+        let batch = self.subscription.try_next(BATCH);
+        if batch.is_empty() {
+            Ok(self.subscription.cursor())
+        } else {
+            Err(batch)
+        }
+    }
+
+    /// Writes `batch` and whatever else the subscription has, until the session goes
+    /// live. Whether the writes finished in time.
+    async fn catch_up(
+        &mut self,
+        socket: &mut Socket,
+        outbox: &Outbox,
+        mut batch: Batch,
+        write_limit: Duration,
+    ) -> bool {
+        loop {
+            if !in_time(write_limit, write_batch(socket, batch, &self.metrics)).await {
+                return false;
+            }
+            match outbox.go_live(|| self.caught_up()) {
+                None => return true,
+                Some(more) => batch = more,
             }
         }
     }
@@ -368,8 +451,9 @@ struct PeerProgress {
 }
 
 impl PeerProgress {
-    /// Read from the socket; `None` where the kernel does not tell.
-    fn of(socket: &Socket) -> Option<PeerProgress> {
+    /// Read from the socket; `None` where the kernel does not tell. Bytes the outbox
+    /// holds for the kernel count as outstanding.
+    fn of(socket: &Socket, outbox: &Outbox) -> Option<PeerProgress> {
         let fd = socket.get_ref().as_raw_fd();
         // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it
         // and says how many, and TIOCOUTQ writes one int, both for a valid descriptor.
@@ -388,7 +472,7 @@ impl PeerProgress {
             }
             Some(PeerProgress {
                 acknowledged: info.tcpi_bytes_acked,
-                outstanding: outstanding.max(0) as u64,
+                outstanding: outstanding.max(0) as u64 + outbox.pending_len() as u64,
             })
         }
     }

@@ -1,0 +1,288 @@
+//! One WebSocket's write side, shared by its session and its room's fan-out.
+//!
+//! While a session has every message so far, the room's fan-out
+//! ([`super::fanout`]) writes each new message's frame to the socket itself, with a
+//! non-blocking write, and the session's task is not woken for it. What the kernel
+//! does not take at once waits here, in order, for the session to write. Everything
+//! the session writes (through tungstenite: messages it catches up on, gap notices,
+//! pings, pongs, closes) comes here too, whole frames at a time, so the two writers
+//! never interleave inside a frame.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Most bytes held for the kernel. The fan-out hands a session that would go over it
+/// back to its own task; a write by the session waits until the outbox is under it.
+pub const LIMIT: usize = 64 * 1024;
+
+pub struct Outbox {
+    stream: TcpStream,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Whole frames accepted and not yet taken by the kernel, in order.
+    pending: BytesMut,
+    /// The fan-out writes to this socket: the session has had every message up to
+    /// `cursor`, and nothing else is due to it.
+    live: bool,
+    cursor: u64,
+    /// Set when the fan-out stops writing to a live session (it fell behind, or a
+    /// write failed): the session goes on from `cursor` on its own.
+    handed_back: bool,
+    /// Set when the fan-out leaves bytes pending: the session writes them. (What the
+    /// session's own writes leave pending is written by its next write or flush, as
+    /// tungstenite's own buffer was: a peer that pings without reading is still read.)
+    left_pending: bool,
+    /// The session's task, woken when the fan-out leaves it pending bytes or hands it
+    /// back.
+    waker: Option<Waker>,
+}
+
+/// What the fan-out did with a message for one outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// Written or queued.
+    Taken,
+    /// Not for this outbox now (its session is catching up, or already has it).
+    Passed,
+    /// Handed back to the session, which will catch up on it itself.
+    HandedBack,
+}
+
+impl Outbox {
+    pub fn new(stream: TcpStream) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            stream,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// The fan-out's side: message `id`, as the `frame` every subscriber gets.
+    pub fn offer(&self, id: u64, frame: &[u8]) -> Offered {
+        let mut s = self.state();
+        if !s.live || s.cursor >= id {
+            return Offered::Passed;
+        }
+        // A message missing before this one (the fan-out lagged, or history let it
+        // go), or a reader that takes too little in: the session sorts it out.
+        if s.cursor + 1 != id || s.pending.len() + frame.len() > LIMIT {
+            return s.hand_back();
+        }
+        if s.pending.is_empty() {
+            match self.stream.try_write(frame) {
+                Ok(n) if n == frame.len() => {
+                    s.cursor = id;
+                    return Offered::Taken;
+                }
+                Ok(n) => s.pending.extend_from_slice(&frame[n..]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.pending.extend_from_slice(frame)
+                }
+                // The session finds the error on its next write, and ends.
+                Err(_) => return s.hand_back(),
+            }
+        } else {
+            s.pending.extend_from_slice(frame);
+        }
+        s.cursor = id;
+        s.left_pending = true;
+        s.wake();
+        Offered::Taken
+    }
+
+    /// Bytes held for the kernel.
+    pub fn pending_len(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// Whether the fan-out writes to this socket.
+    pub fn is_live(&self) -> bool {
+        self.state().live
+    }
+
+    /// Makes the session live if `catch_up` says it has nothing left to write
+    /// (`Ok`, with the id it has had everything up to). Called under the outbox's
+    /// lock: a message the fan-out passed over while the session was not live is one
+    /// `catch_up` sees. Returns what was left otherwise.
+    pub fn go_live<T>(&self, catch_up: impl FnOnce() -> Result<u64, T>) -> Option<T> {
+        let mut s = self.state();
+        match catch_up() {
+            Ok(cursor) => {
+                s.live = true;
+                s.cursor = cursor;
+                None
+            }
+            Err(left) => Some(left),
+        }
+    }
+
+    /// Waits until the session has something to do: bytes the fan-out left pending
+    /// (`None`), or its hand-back (`Some(cursor)`: the session goes on from there).
+    pub async fn attention(&self) -> Option<u64> {
+        std::future::poll_fn(|cx| {
+            let mut s = self.state();
+            if s.handed_back {
+                s.handed_back = false;
+                return Poll::Ready(Some(s.cursor));
+            }
+            if s.left_pending {
+                s.left_pending = false;
+                return Poll::Ready(None);
+            }
+            if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The session has ended: nothing more is written by the fan-out.
+    pub fn close(&self) {
+        let mut s = self.state();
+        s.live = false;
+        s.waker = None;
+    }
+
+    /// Writes pending bytes until at most `below` are left, waiting for the socket.
+    fn poll_drain(&self, cx: &mut Context<'_>, below: usize) -> Poll<io::Result<()>> {
+        loop {
+            {
+                let mut s = self.state();
+                while !s.pending.is_empty() {
+                    match self.stream.try_write(&s.pending) {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => s.pending.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                if s.pending.is_empty() && s.pending.capacity() > 0 {
+                    // An idle socket keeps no buffer.
+                    s.pending = BytesMut::new();
+                }
+                if s.pending.len() <= below {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            ready!(self.stream.poll_write_ready(cx))?;
+        }
+    }
+}
+
+impl State {
+    fn hand_back(&mut self) -> Offered {
+        self.live = false;
+        self.handed_back = true;
+        self.wake();
+        Offered::HandedBack
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The session's socket as tungstenite sees it: reads come from the connection (after
+/// what hyper had read past the handshake), writes go through the outbox.
+pub struct SessionIo {
+    read: Bytes,
+    outbox: Arc<Outbox>,
+}
+
+impl SessionIo {
+    pub fn new(read: Bytes, outbox: Arc<Outbox>) -> SessionIo {
+        SessionIo { read, outbox }
+    }
+}
+
+impl AsRawFd for SessionIo {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.outbox.stream.as_raw_fd()
+    }
+}
+
+impl AsyncRead for SessionIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.has_remaining() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            if !self.read.has_remaining() {
+                self.read = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let stream = &self.outbox.stream;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SessionIo {
+    /// Takes all of `buf` or none of it, so that frames stay whole in the outbox.
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let outbox = &self.outbox;
+        ready!(outbox.poll_drain(cx, LIMIT - 1))?;
+        let mut s = outbox.state();
+        if s.pending.is_empty() {
+            match outbox.stream.try_write(buf) {
+                Ok(n) => s.pending.extend_from_slice(&buf[n..]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.pending.extend_from_slice(buf)
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        } else {
+            s.pending.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outbox.poll_drain(cx, 0)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.outbox.poll_drain(cx, 0))?;
+        // SAFETY: shutdown on a descriptor this stream owns and keeps open.
+        let done = unsafe { libc::shutdown(self.outbox.stream.as_raw_fd(), libc::SHUT_WR) };
+        Poll::Ready(if done == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        })
+    }
+}
