@@ -532,3 +532,76 @@ fn raw_handshake(path: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_fall_behind_the_fan_out_and_catch_up_get_every_message_once_in_order() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    const EACH: usize = 400;
+    const SENDERS: usize = 4;
+    // Readers that keep up, and readers with a small window that read in spurts:
+    // the room's fan-out hands these back and takes them up again, many times over.
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        readers.push((server.ws("/rooms/r/ws").await, false));
+    }
+    for _ in 0..4 {
+        let stream = with_receive_buffer_tcp(&server, 8 * 1024).await;
+        let plain = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (ws, _) = tokio_tungstenite::client_async(server.ws_url("/rooms/r/ws"), plain)
+            .await
+            .unwrap();
+        readers.push((ws, true));
+    }
+    let text = "y".repeat(4000);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (server, text) = (server.clone(), text.clone());
+            tokio::spawn(async move {
+                if s % 2 == 0 {
+                    for _ in 0..EACH {
+                        server.post("r", "u", &text).await;
+                    }
+                } else {
+                    // A sender's socket is a reader too: what comes to it is drained.
+                    let (mut tx, mut rx) = server.ws("/rooms/r/ws?user=w").await.split();
+                    let drain = tokio::spawn(async move { while rx.next().await.is_some() {} });
+                    let frame = serde_json::json!({ "text": text }).to_string();
+                    for _ in 0..EACH {
+                        tx.send(Message::text(frame.clone())).await.unwrap();
+                    }
+                    tx.close().await.unwrap();
+                    drain.await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = (EACH * SENDERS) as u64;
+    let reads = readers.into_iter().map(|(mut ws, slow)| async move {
+        let mut ids = Vec::new();
+        while ids.len() < total as usize {
+            ids.push(ws_next(&mut ws).await["id"].as_u64().unwrap());
+            if slow && ids.len() % 25 == 0 {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        }
+        (ws, ids)
+    });
+    let mut got = futures_util::future::join_all(reads).await;
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let expected: Vec<u64> = (1..=total).collect();
+    for (i, (_, ids)) in got.iter().enumerate() {
+        let first_wrong = ids.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(
+            first_wrong.is_none(),
+            "reader {i}: wrong from index {first_wrong:?}"
+        );
+    }
+    // The readers that were handed back are served after catching up: the next
+    // message reaches every reader, once.
+    let next = server.post("r", "u", "after").await;
+    for (ws, _) in &mut got {
+        assert_eq!(ws_next(ws).await["id"], next);
+    }
+}

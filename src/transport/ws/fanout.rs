@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::outbox::{Offered, Outbox};
 use crate::metrics::TransportMetrics;
-use crate::room::{Room, Subscription};
+use crate::room::{Published, Room, Subscription};
 use crate::state::AppState;
 
 /// Messages taken from the room per turn.
@@ -21,6 +21,10 @@ const BATCH: usize = 256;
 /// Sockets written between two yields to the runtime, so that other connections are
 /// served during a long fan-out.
 const TURN: usize = 256;
+/// Most JSON bytes of messages written to a socket at once (one message at least): a
+/// reader that keeps up takes that in whole, and one that has not taken the last two
+/// in is handed back to its own task (the outbox holds at most 64 KiB).
+const RUN_BYTES: usize = 32 * 1024;
 
 /// The live sessions of one room, and whether its task runs.
 #[derive(Default)]
@@ -60,10 +64,82 @@ impl FanOut {
     }
 }
 
-/// A text frame as a server sends it: final, unmasked.
-pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+/// The frames of a run of consecutive messages, as one buffer: a session that has
+/// had everything before `first` is written the whole of it in one write, one that
+/// has had some of them the rest. Under load the fan-out falls behind, takes several
+/// messages at once, and a socket gets them all in one write rather than one each.
+pub struct Frames {
+    first: u64,
+    bytes: Vec<u8>,
+    /// Where each message's frame starts in `bytes`, and how many JSON bytes the
+    /// messages before it carry (for the byte count), one more entry at the end.
+    starts: Vec<(usize, usize)>,
+}
+
+impl Frames {
+    /// `messages`: at least one, consecutive ids, in order.
+    pub fn new(messages: &[Arc<Published>]) -> Frames {
+        assert!(!messages.is_empty(), "frames of no message");
+        let size: usize = messages.iter().map(|m| m.json.len() + 10).sum();
+        let mut frames = Frames {
+            first: messages.first().map_or(0, |m| m.id),
+            bytes: Vec::with_capacity(size),
+            starts: Vec::with_capacity(messages.len() + 1),
+        };
+        let mut json = 0;
+        for message in messages {
+            frames.starts.push((frames.bytes.len(), json));
+            push_text_frame(&mut frames.bytes, &message.json);
+            json += message.json.len();
+        }
+        frames.starts.push((frames.bytes.len(), json));
+        frames
+    }
+
+    /// The id of the last message.
+    pub fn last(&self) -> u64 {
+        self.first + self.starts.len() as u64 - 2
+    }
+
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The frames of the messages from id `next` on: the bytes, how many messages and
+    /// how many JSON bytes they carry.
+    pub fn from(&self, next: u64) -> (&[u8], usize, usize) {
+        let i = (next - self.first) as usize;
+        let (start, json_before) = self.starts[i];
+        let (_, json_all) = self.starts[self.starts.len() - 1];
+        (&self.bytes[start..], self.starts.len() - 1 - i, json_all - json_before)
+    }
+}
+
+/// `messages` cut into runs of at most `bytes` of JSON each (or one message).
+fn runs_of_at_most(
+    messages: &[Arc<Published>],
+    bytes: usize,
+) -> impl Iterator<Item = &[Arc<Published>]> {
+    let mut rest = messages;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = rest[0].json.len();
+        let mut n = 1;
+        while n < rest.len() && total + rest[n].json.len() <= bytes {
+            total += rest[n].json.len();
+            n += 1;
+        }
+        let (run, after) = rest.split_at(n);
+        rest = after;
+        Some(run)
+    })
+}
+
+/// Appends a text frame as a server sends it: final, unmasked.
+fn push_text_frame(frame: &mut Vec<u8>, payload: &[u8]) {
     let len = payload.len();
-    let mut frame = Vec::with_capacity(len + 10);
     frame.push(0x81);
     match len {
         0..=125 => frame.push(len as u8),
@@ -77,7 +153,6 @@ pub fn text_frame(payload: &[u8]) -> Vec<u8> {
         }
     }
     frame.extend_from_slice(payload);
-    frame
 }
 
 async fn run(fanout: Arc<FanOut>, mut subscription: Subscription, state: AppState, metrics: TransportMetrics) {
@@ -100,18 +175,21 @@ async fn run(fanout: Arc<FanOut>, mut subscription: Subscription, state: AppStat
         }
         // A gap is not written here: the sessions, finding a message missing before
         // the next one, are handed back and tell their readers themselves.
-        for message in &batch.messages {
-            let frame = text_frame(&message.json);
-            let mut taken = 0;
-            for (i, outbox) in outboxes.iter().enumerate() {
-                if outbox.offer(message.id, &frame) == Offered::Taken {
-                    taken += 1;
+        let mut turn = 0;
+        for run in runs_of_at_most(&batch.messages, RUN_BYTES) {
+            let frames = Frames::new(run);
+            let (mut messages, mut bytes) = (0, 0);
+            for outbox in &outboxes {
+                if let Offered::Taken { messages: m, json_bytes } = outbox.offer(&frames) {
+                    messages += m;
+                    bytes += json_bytes;
                 }
-                if i % TURN == TURN - 1 {
+                turn += 1;
+                if turn % TURN == 0 {
                     tokio::task::yield_now().await;
                 }
             }
-            metrics.delivered(taken, taken * message.json.len());
+            metrics.delivered(messages, bytes);
         }
         outboxes.clear();
     }
@@ -119,15 +197,57 @@ async fn run(fanout: Arc<FanOut>, mut subscription: Subscription, state: AppStat
 
 #[cfg(test)]
 mod tests {
-    use super::text_frame;
+    use std::sync::Arc;
+
+    use super::Frames;
+    use crate::room::{Draft, Published};
+
+    fn message(id: u64, text: &str) -> Arc<Published> {
+        let draft = Draft {
+            user: "u".into(),
+            text: text.into(),
+            client_ts: None,
+        };
+        Arc::new(Published::new(id, "r", &draft, 1))
+    }
 
     #[test]
-    fn frames_of_every_length_header() {
-        assert_eq!(text_frame(b"hi"), [0x81, 2, b'h', b'i']);
-        let mid = text_frame(&[b'x'; 300]);
-        assert_eq!(mid[..4], [0x81, 126, 1, 44]);
-        assert_eq!(mid.len(), 304);
-        let long = text_frame(&vec![b'x'; 70_000]);
-        assert_eq!(long[..10], [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    fn frames_of_a_run_of_messages_and_their_tails() {
+        let messages = [message(7, "a"), message(8, &"x".repeat(300)), message(9, "b")];
+        let frames = Frames::new(&messages);
+        assert_eq!((frames.first(), frames.last()), (7, 9));
+        let json: Vec<usize> = messages.iter().map(|m| m.json.len()).collect();
+        let (all, count, bytes) = frames.from(7);
+        assert_eq!((count, bytes), (3, json.iter().sum()));
+        // Short, 16-bit and short lengths, each header then its JSON.
+        assert_eq!(all[..2], [0x81, json[0] as u8]);
+        assert_eq!(&all[2..2 + json[0]], &messages[0].json[..]);
+        let second = &all[2 + json[0]..];
+        assert_eq!(second[..4], [0x81, 126, (json[1] >> 8) as u8, json[1] as u8]);
+        let (tail, count, bytes) = frames.from(9);
+        assert_eq!((count, bytes), (1, json[2]));
+        assert_eq!(tail[..2], [0x81, json[2] as u8]);
+        assert_eq!(&tail[2..], &messages[2].json[..]);
+    }
+
+    #[test]
+    fn messages_are_cut_into_runs_of_at_most_so_many_bytes() {
+        let messages: Vec<_> = (1..=5).map(|id| message(id, &"z".repeat(100))).collect();
+        let one = messages[0].json.len();
+        let runs: Vec<Vec<u64>> = super::runs_of_at_most(&messages, 2 * one)
+            .map(|run| run.iter().map(|m| m.id).collect())
+            .collect();
+        assert_eq!(runs, [vec![1, 2], vec![3, 4], vec![5]]);
+        // A message larger than a run is a run of its own.
+        assert_eq!(super::runs_of_at_most(&messages, 10).count(), 5);
+        assert_eq!(super::runs_of_at_most(&[], 10).count(), 0);
+    }
+
+    #[test]
+    fn a_long_frame_has_a_64_bit_length() {
+        let mut frame = Vec::new();
+        super::push_text_frame(&mut frame, &vec![b'x'; 70_000]);
+        assert_eq!(frame[..10], [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(frame.len(), 70_010);
     }
 }

@@ -18,6 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::fanout::Frames;
+
 /// Most bytes held for the kernel. The fan-out hands a session that would go over it
 /// back to its own task; a write by the session waits until the outbox is under it.
 pub const LIMIT: usize = 64 * 1024;
@@ -47,11 +49,11 @@ struct State {
     waker: Option<Waker>,
 }
 
-/// What the fan-out did with a message for one outbox.
+/// What the fan-out did with its messages for one outbox.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offered {
-    /// Written or queued.
-    Taken,
+    /// Written or queued: this many messages, carrying this many JSON bytes.
+    Taken { messages: usize, json_bytes: usize },
     /// Not for this outbox now (its session is catching up, or already has it).
     Passed,
     /// Handed back to the session, which will catch up on it itself.
@@ -70,37 +72,44 @@ impl Outbox {
         self.state.lock().unwrap()
     }
 
-    /// The fan-out's side: message `id`, as the `frame` every subscriber gets.
-    pub fn offer(&self, id: u64, frame: &[u8]) -> Offered {
+    /// The fan-out's side: the messages of `frames`, of which the session gets those
+    /// it has not had.
+    pub fn offer(&self, frames: &Frames) -> Offered {
         let mut s = self.state();
-        if !s.live || s.cursor >= id {
+        if !s.live || s.cursor >= frames.last() {
             return Offered::Passed;
         }
-        // A message missing before this one (the fan-out lagged, or history let it
-        // go), or a reader that takes too little in: the session sorts it out.
-        if s.cursor + 1 != id || s.pending.len() + frame.len() > LIMIT {
+        // A message missing before these (the fan-out lagged, or history let it go):
+        // the session sorts it out.
+        if s.cursor + 1 < frames.first() {
+            return s.hand_back();
+        }
+        let (bytes, messages, json_bytes) = frames.from(s.cursor + 1);
+        // A reader that takes too little in is handed back too: it is written to by
+        // its own task, which gives up on it after the write limit.
+        if s.pending.len() + bytes.len() > LIMIT {
             return s.hand_back();
         }
         if s.pending.is_empty() {
-            match self.stream.try_write(frame) {
-                Ok(n) if n == frame.len() => {
-                    s.cursor = id;
-                    return Offered::Taken;
+            match self.stream.try_write(bytes) {
+                Ok(n) if n == bytes.len() => {
+                    s.cursor = frames.last();
+                    return Offered::Taken { messages, json_bytes };
                 }
-                Ok(n) => s.pending.extend_from_slice(&frame[n..]),
+                Ok(n) => s.pending.extend_from_slice(&bytes[n..]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.pending.extend_from_slice(frame)
+                    s.pending.extend_from_slice(bytes)
                 }
                 // The session finds the error on its next write, and ends.
                 Err(_) => return s.hand_back(),
             }
         } else {
-            s.pending.extend_from_slice(frame);
+            s.pending.extend_from_slice(bytes);
         }
-        s.cursor = id;
+        s.cursor = frames.last();
         s.left_pending = true;
         s.wake();
-        Offered::Taken
+        Offered::Taken { messages, json_bytes }
     }
 
     /// Bytes held for the kernel.
@@ -284,5 +293,76 @@ impl AsyncWrite for SessionIo {
         } else {
             Err(io::Error::last_os_error())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{LIMIT, Offered, Outbox};
+    use crate::room::{Draft, Published};
+    use crate::transport::ws::fanout::Frames;
+
+    /// An outbox on one end of a loopback connection, and the other end.
+    async fn pair() -> (Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (Outbox::new(ours), peer)
+    }
+
+    fn frames(ids: std::ops::RangeInclusive<u64>, text: &str) -> Frames {
+        let draft = Draft {
+            user: "u".into(),
+            text: text.into(),
+            client_ts: None,
+        };
+        let messages: Vec<_> = ids
+            .map(|id| Arc::new(Published::new(id, "r", &draft, 1)))
+            .collect();
+        Frames::new(&messages)
+    }
+
+    #[tokio::test]
+    async fn a_live_session_is_written_what_it_has_not_had_and_nothing_else() {
+        let (outbox, mut peer) = pair().await;
+        let first = frames(1..=2, "a");
+        assert_eq!(outbox.offer(&first), Offered::Passed, "not live yet");
+        assert_eq!(outbox.go_live(|| Ok::<_, ()>(1)), None);
+        let Offered::Taken { messages: 1, .. } = outbox.offer(&first) else {
+            panic!("message 2 only")
+        };
+        assert_eq!(outbox.offer(&first), Offered::Passed, "has them");
+        let (wire, _, _) = first.from(2);
+        let mut got = vec![0; wire.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, wire);
+        // Message 3 went by while it was not looking: handed back, from 2.
+        assert_eq!(outbox.offer(&frames(4..=4, "b")), Offered::HandedBack);
+        assert!(!outbox.is_live());
+        assert_eq!(outbox.attention().await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_takes_nothing_in_is_handed_back_with_at_most_the_limit_held() {
+        let (outbox, _peer) = pair().await;
+        outbox.go_live(|| Ok::<_, ()>(0));
+        let text = "x".repeat(4000);
+        let mut id = 0;
+        let handed_back = loop {
+            id += 1;
+            match outbox.offer(&frames(id..=id, &text)) {
+                Offered::Taken { .. } => assert!(outbox.pending_len() <= LIMIT),
+                other => break other,
+            }
+            assert!(id < 100_000, "never handed back");
+        };
+        assert_eq!(handed_back, Offered::HandedBack);
+        // It goes on from the last message the outbox took.
+        assert_eq!(outbox.attention().await, Some(id - 1));
     }
 }
