@@ -77,6 +77,28 @@ impl Subscription {
         }
     }
 
+    /// Marks everything up to `through` as had (written to the reader by other means)
+    /// and lets go of what the queue holds up to it, keeping the reader's place in
+    /// the queue: what comes after it is still served from the queue while the queue
+    /// holds it, not from history (which may hold less).
+    pub fn skip_to(&mut self, through: u64) {
+        if through <= self.cursor {
+            return;
+        }
+        self.cursor = through;
+        if self.pending.as_ref().is_some_and(|m| m.id <= through) {
+            self.pending = None;
+        }
+        while self.pending.is_none() && !self.refill {
+            match self.rx.try_recv() {
+                Ok(message) if message.id <= through => {}
+                Ok(message) => self.pending = Some(message),
+                Err(TryRecvError::Lagged(_)) => self.refill = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+    }
+
     /// Whatever is ready now, at most `max` messages, without waiting.
     pub fn try_next(&mut self, max: usize) -> Batch {
         let max = max.max(1);

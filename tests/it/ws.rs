@@ -605,3 +605,75 @@ async fn readers_that_fall_behind_the_fan_out_and_catch_up_get_every_message_onc
         assert_eq!(ws_next(ws).await["id"], next);
     }
 }
+
+#[tokio::test]
+async fn a_reader_handed_back_is_served_from_the_queue_where_history_holds_less() {
+    // History keeps 50 messages, the queue 4096: a reader that pauses while 1,000
+    // messages of 4,000 bytes go by (more than the kernel's buffers and the outbox
+    // hold) is handed back by the fan-out, and must get them all from the queue, as
+    // an SSE reader does, not a gap from history.
+    let mut config = config();
+    config.history = 50;
+    config.queue_capacity = 4096;
+    let server = TestServer::with(config).await;
+    let mut ws = with_receive_buffer(&server, "/rooms/r/ws", 4096).await;
+    let text = "m".repeat(4000);
+    for _ in 0..20 {
+        futures_util::future::join_all((0..50).map(|_| server.post("r", "u", &text))).await;
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 1000 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                value["gap"].is_null(),
+                "after {} messages: {value}",
+                ids.len()
+            );
+            ids.push(value["id"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ids, (1..=1000).collect::<Vec<u64>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_catching_up_on_a_long_history_is_closed_at_shutdown() {
+    let mut config = config();
+    config.history = 20_000;
+    let server = TestServer::with(config).await;
+    let text = "h".repeat(4000);
+    for _ in 0..60 {
+        futures_util::future::join_all((0..50).map(|_| server.post("r", "u", &text))).await;
+    }
+    // 12 MB behind, read slowly: the session is catching up when the server stops,
+    // and stops catching up then (the kernel's buffers still hold a few MB).
+    let mut ws = with_receive_buffer(&server, "/rooms/r/ws?after=0", 16 * 1024).await;
+    let mut messages = 0;
+    while messages < 100 {
+        ws.next().await.unwrap().unwrap();
+        messages += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.token.cancel();
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s");
+        match frame {
+            Some(Ok(Message::Text(_))) => messages += 1,
+            Some(Ok(Message::Close(close))) => break close,
+            other => panic!("after {messages} messages: {other:?}"),
+        }
+    };
+    assert_eq!(close.unwrap().code, CloseCode::Away);
+    assert!(
+        messages < 2500,
+        "closed only after {messages} of 3000 messages"
+    );
+}

@@ -304,12 +304,15 @@ impl Session {
                     return;
                 }
                 handed_back = outbox.attention() => {
-                    // From the id it had everything up to: what the fan-out did not
-                    // write comes from the subscription (history, for what the
-                    // broadcast ring has passed).
-                    if let Some(cursor) = handed_back {
-                        self.subscription.seek(cursor);
-                    }
+                    // The subscription moves up to what the outbox took, letting go of
+                    // what its queue holds up to there: when handed back, the session
+                    // goes on from there, from the queue while it holds the rest (and
+                    // from history for what it passed). Done whenever the fan-out
+                    // leaves bytes too, since a reader that starts to fall behind is
+                    // the one soon handed back, and a queue not read while the session
+                    // was live would have passed what it needs.
+                    let through = handed_back.unwrap_or_else(|| outbox.cursor());
+                    self.subscription.skip_to(through);
                     // What the fan-out left for the kernel to take.
                     if !in_time(write_limit, socket.flush()).await {
                         return;
@@ -394,6 +397,11 @@ impl Session {
         loop {
             if !in_time(write_limit, write_batch(socket, batch, &self.metrics)).await {
                 return false;
+            }
+            // A reader slower than the room would keep the session here: the loop's
+            // `stop` branch closes it.
+            if self.state.shutdown.is_cancelled() {
+                return true;
             }
             match outbox.go_live(|| self.caught_up()) {
                 None => return true,

@@ -47,6 +47,8 @@ struct State {
     /// The session's task, woken when the fan-out leaves it pending bytes or hands it
     /// back.
     waker: Option<Waker>,
+    /// A close frame has been written: nothing may follow it (RFC 6455 5.5.1).
+    closed: bool,
 }
 
 /// What the fan-out did with its messages for one outbox.
@@ -86,8 +88,9 @@ impl Outbox {
         }
         let (bytes, messages, json_bytes) = frames.from(s.cursor + 1);
         // A reader that takes too little in is handed back too: it is written to by
-        // its own task, which gives up on it after the write limit.
-        if s.pending.len() + bytes.len() > LIMIT {
+        // its own task, which gives up on it after the write limit. An empty outbox
+        // takes one run whatever its size (a single message over the limit).
+        if !s.pending.is_empty() && s.pending.len() + bytes.len() > LIMIT {
             return s.hand_back();
         }
         if s.pending.is_empty() {
@@ -112,6 +115,11 @@ impl Outbox {
         Offered::Taken { messages, json_bytes }
     }
 
+    /// The last message id the outbox took.
+    pub fn cursor(&self) -> u64 {
+        self.state().cursor
+    }
+
     /// Bytes held for the kernel.
     pub fn pending_len(&self) -> usize {
         self.state().pending.len()
@@ -129,6 +137,7 @@ impl Outbox {
     pub fn go_live<T>(&self, catch_up: impl FnOnce() -> Result<u64, T>) -> Option<T> {
         let mut s = self.state();
         match catch_up() {
+            Ok(_) if s.closed => None,
             Ok(cursor) => {
                 s.live = true;
                 s.cursor = cursor;
@@ -207,6 +216,26 @@ impl State {
     }
 }
 
+/// Whether `frames` (whole server frames, unmasked) include a close frame.
+fn has_close_frame(mut frames: &[u8]) -> bool {
+    while let [b0, b1, rest @ ..] = frames {
+        if b0 & 0x0f == 0x8 {
+            return true;
+        }
+        let (head, len) = match b1 & 0x7f {
+            126 if rest.len() >= 2 => (4, u64::from(u16::from_be_bytes([rest[0], rest[1]]))),
+            127 if rest.len() >= 8 => (10, u64::from_be_bytes(rest[..8].try_into().unwrap())),
+            126 | 127 => return false,
+            n => (2, u64::from(n)),
+        };
+        let Some(next) = usize::try_from(len).ok().and_then(|len| len.checked_add(head)) else {
+            return false;
+        };
+        frames = frames.get(next..).unwrap_or_default();
+    }
+    false
+}
+
 /// The session's socket as tungstenite sees it: reads come from the connection (after
 /// what hyper had read past the handshake), writes go through the outbox.
 pub struct SessionIo {
@@ -266,6 +295,13 @@ impl AsyncWrite for SessionIo {
         let outbox = &self.outbox;
         ready!(outbox.poll_drain(cx, LIMIT - 1))?;
         let mut s = outbox.state();
+        // Under the same lock as the bytes go in: the fan-out writes nothing after a
+        // close frame, whichever path wrote it (a reply to the peer's close,
+        // shutdown, an error) and whenever tungstenite wrote it.
+        if has_close_frame(buf) {
+            s.closed = true;
+            s.live = false;
+        }
         if s.pending.is_empty() {
             match outbox.stream.try_write(buf) {
                 Ok(n) => s.pending.extend_from_slice(&buf[n..]),
@@ -345,6 +381,43 @@ mod tests {
         assert_eq!(outbox.offer(&frames(4..=4, "b")), Offered::HandedBack);
         assert!(!outbox.is_live());
         assert_eq!(outbox.attention().await, Some(2));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_after_the_sessions_close_frame() {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let (outbox, mut peer) = pair().await;
+        let io = super::SessionIo::new(bytes::Bytes::new(), outbox.clone());
+        let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        outbox.go_live(|| Ok::<_, ()>(0));
+        socket.send(Message::Close(None)).await.unwrap();
+        assert_eq!(outbox.offer(&frames(1..=1, "late")), Offered::Passed);
+        assert_eq!(outbox.go_live(|| Ok::<_, ()>(1)), None);
+        assert!(!outbox.is_live(), "not live again after its close");
+        drop(socket);
+        outbox.close();
+        drop(outbox);
+        let mut wire = Vec::new();
+        peer.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(wire, [0x88, 0], "the close frame alone");
+    }
+
+    #[tokio::test]
+    async fn an_empty_outbox_takes_a_message_larger_than_the_limit() {
+        let (outbox, mut peer) = pair().await;
+        outbox.go_live(|| Ok::<_, ()>(0));
+        let big = frames(1..=1, &"x".repeat(LIMIT + 1000));
+        let Offered::Taken { messages: 1, .. } = outbox.offer(&big) else {
+            panic!("handed back")
+        };
+        let (wire, _, _) = big.from(1);
+        let mut got = vec![0; wire.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, wire);
     }
 
     #[tokio::test]
