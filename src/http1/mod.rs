@@ -40,7 +40,7 @@ use crate::time_limit::within;
 use response::Framing;
 
 pub use host::Service;
-pub use rewind::Rewind;
+pub use rewind::{Rewind, read_first};
 
 /// The connection under a WebSocket that hyper upgraded, taken out of hyper's box and
 /// without its read buffer. Every connection hyper serves is one [`serve`] handed it,

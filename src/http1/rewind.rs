@@ -46,20 +46,29 @@ impl std::os::fd::AsRawFd for Rewind {
     }
 }
 
+/// Reads from `first` (bytes read past a head, to be read before the connection) into
+/// `buf`, if any are left; whether it did. The buffer the head was read into is let go
+/// once they are all read.
+pub fn read_first(first: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if !first.has_remaining() {
+        return false;
+    }
+    let n = first.len().min(buf.remaining());
+    buf.put_slice(&first[..n]);
+    first.advance(n);
+    if !first.has_remaining() {
+        *first = Bytes::new();
+    }
+    true
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.read.has_remaining() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            if !self.read.has_remaining() {
-                // Let go of the buffer the head was read into.
-                self.read = Bytes::new();
-            }
+        if read_first(&mut self.read, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

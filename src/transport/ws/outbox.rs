@@ -261,13 +261,7 @@ impl AsyncRead for SessionIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.read.has_remaining() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            if !self.read.has_remaining() {
-                self.read = Bytes::new();
-            }
+        if crate::http1::read_first(&mut self.read, buf) {
             return Poll::Ready(Ok(()));
         }
         let stream = &self.outbox.stream;
