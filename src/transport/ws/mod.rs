@@ -3,8 +3,8 @@
 //! The handshake is checked here and answered 101 through hyper. Then one task per
 //! socket reads frames the client sends, pings an idle peer and closes one that stops
 //! answering, and writes messages only to catch up: while the session has had every
-//! message, the room's fan-out ([`fanout`]) writes new ones to the socket itself,
-//! through the socket's [`outbox`]. The task runs tokio-tungstenite on the bare
+//! message, the room's fan-out (`fanout.rs`) writes new ones to the socket itself,
+//! through the socket's outbox (`outbox.rs`). The task runs tokio-tungstenite on the bare
 //! connection rather than axum's `WebSocket`: that one's task held the session twice
 //! over and hyper's read buffer for the socket's life (3.7 KiB per idle socket, 3.1
 //! now).
