@@ -210,7 +210,7 @@ async fn serve(on_upgrade: OnUpgrade, mut session: Session) {
         return;
     };
     let (read_past, stream) = stream.into_parts();
-    let outbox = Outbox::new(stream);
+    let outbox = Outbox::new(stream, session.state.config.queue_capacity as usize);
     let config = socket_config(session.state.config.max_message_bytes());
     let io = SessionIo::new(read_past, outbox.clone());
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -309,10 +309,10 @@ impl Session {
                     // The subscription moves up to what the outbox took, letting go of
                     // what its queue holds up to there: when handed back, the session
                     // goes on from there, from the queue while it holds the rest (and
-                    // from history for what it passed). Done whenever the fan-out
-                    // leaves bytes too, since a reader that starts to fall behind is
-                    // the one soon handed back, and a queue not read while the session
-                    // was live would have passed what it needs.
+                    // from history for what it passed). The fan-out also wakes a live
+                    // session for this every half ring of messages and whenever it
+                    // leaves bytes pending, so that a queue not read while the
+                    // session was live has not passed what it will need.
                     let through = handed_back.unwrap_or_else(|| outbox.cursor());
                     self.subscription.skip_to(through);
                     // What the fan-out left for the kernel to take.

@@ -27,6 +27,10 @@ pub const LIMIT: usize = 64 * 1024;
 pub struct Outbox {
     stream: TcpStream,
     state: Mutex<State>,
+    /// Messages the fan-out writes between two wake-ups of the session, so that the
+    /// session's queue, not read while the fan-out serves it, is read up to the
+    /// cursor before the ring passes it: half the ring.
+    wake_every: u64,
 }
 
 #[derive(Default)]
@@ -40,10 +44,14 @@ struct State {
     /// Set when the fan-out stops writing to a live session (it fell behind, or a
     /// write failed): the session goes on from `cursor` on its own.
     handed_back: bool,
-    /// Set when the fan-out leaves bytes pending: the session writes them. (What the
-    /// session's own writes leave pending is written by its next write or flush, as
-    /// tungstenite's own buffer was: a peer that pings without reading is still read.)
-    left_pending: bool,
+    /// Set when the fan-out leaves bytes pending (the session writes them), and every
+    /// `wake_every` messages it takes (the session reads its queue up to `cursor`).
+    /// What the session's own writes leave pending is written by its next write or
+    /// flush, as tungstenite's own buffer was: a peer that pings without reading is
+    /// still read.
+    wanted: bool,
+    /// Messages taken since `wanted` was last set.
+    taken_since: u64,
     /// The session's task, woken when the fan-out leaves it pending bytes or hands it
     /// back.
     waker: Option<Waker>,
@@ -63,10 +71,12 @@ pub enum Offered {
 }
 
 impl Outbox {
-    pub fn new(stream: TcpStream) -> Arc<Outbox> {
+    /// `ring`: how many messages the room's broadcast ring holds.
+    pub fn new(stream: TcpStream, ring: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             stream,
             state: Mutex::new(State::default()),
+            wake_every: (ring as u64 / 2).max(1),
         })
     }
 
@@ -93,25 +103,30 @@ impl Outbox {
         if !s.pending.is_empty() && s.pending.len() + bytes.len() > LIMIT {
             return s.hand_back();
         }
-        if s.pending.is_empty() {
+        let all_written = if s.pending.is_empty() {
             match self.stream.try_write(bytes) {
-                Ok(n) if n == bytes.len() => {
-                    s.cursor = frames.last();
-                    return Offered::Taken { messages, json_bytes };
+                Ok(n) => {
+                    s.pending.extend_from_slice(&bytes[n..]);
+                    n == bytes.len()
                 }
-                Ok(n) => s.pending.extend_from_slice(&bytes[n..]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.pending.extend_from_slice(bytes)
+                    s.pending.extend_from_slice(bytes);
+                    false
                 }
                 // The session finds the error on its next write, and ends.
                 Err(_) => return s.hand_back(),
             }
         } else {
             s.pending.extend_from_slice(bytes);
-        }
+            false
+        };
         s.cursor = frames.last();
-        s.left_pending = true;
-        s.wake();
+        s.taken_since += messages as u64;
+        if !all_written || s.taken_since >= self.wake_every {
+            s.taken_since = 0;
+            s.wanted = true;
+            s.wake();
+        }
         Offered::Taken { messages, json_bytes }
     }
 
@@ -147,8 +162,9 @@ impl Outbox {
         }
     }
 
-    /// Waits until the session has something to do: bytes the fan-out left pending
-    /// (`None`), or its hand-back (`Some(cursor)`: the session goes on from there).
+    /// Waits until the session has something to do: bytes the fan-out left pending,
+    /// or its queue to read up to the cursor (`None`), or its hand-back
+    /// (`Some(cursor)`: the session goes on from there).
     pub async fn attention(&self) -> Option<u64> {
         std::future::poll_fn(|cx| {
             let mut s = self.state();
@@ -156,8 +172,8 @@ impl Outbox {
                 s.handed_back = false;
                 return Poll::Ready(Some(s.cursor));
             }
-            if s.left_pending {
-                s.left_pending = false;
+            if s.wanted {
+                s.wanted = false;
                 return Poll::Ready(None);
             }
             if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -342,7 +358,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        (Outbox::new(ours), peer)
+        (Outbox::new(ours, 1024), peer)
     }
 
     fn frames(ids: std::ops::RangeInclusive<u64>, text: &str) -> Frames {
