@@ -10,6 +10,8 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::outbox::{Offered, Outbox};
 use crate::metrics::TransportMetrics;
@@ -42,12 +44,19 @@ struct Inner {
 
 impl FanOut {
     /// Adds a session's outbox; starts the room's task if it is not running.
-    pub fn join(self: &Arc<Self>, room: &Arc<Room>, outbox: Arc<Outbox>, state: &AppState, metrics: &TransportMetrics) {
+    pub fn join(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        outbox: Arc<Outbox>,
+        state: &AppState,
+        metrics: &TransportMetrics,
+    ) {
         let mut inner = self.inner.lock().unwrap();
         inner.outboxes.push(outbox);
         if !inner.running {
             inner.running = true;
-            let run = run(self.clone(), room.subscribe(None), state.clone(), metrics.clone());
+            let subscription = room.subscribe(None);
+            let run = run(self.clone(), subscription, state.clone(), metrics.clone());
             state.sessions.spawn(run);
         }
     }
@@ -139,23 +148,22 @@ fn runs_of_at_most(
 
 /// Appends a text frame as a server sends it: final, unmasked.
 fn push_text_frame(frame: &mut Vec<u8>, payload: &[u8]) {
-    let len = payload.len();
-    frame.push(0x81);
-    match len {
-        0..=125 => frame.push(len as u8),
-        126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            frame.push(127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    header
+        .format(payload.len() as u64, frame)
+        .expect("a Vec takes every byte");
     frame.extend_from_slice(payload);
 }
 
-async fn run(fanout: Arc<FanOut>, mut subscription: Subscription, state: AppState, metrics: TransportMetrics) {
+async fn run(
+    fanout: Arc<FanOut>,
+    mut subscription: Subscription,
+    state: AppState,
+    metrics: TransportMetrics,
+) {
     let mut outboxes = Vec::new();
     loop {
         let batch = tokio::select! {

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -228,8 +229,8 @@ async fn serve(on_upgrade: OnUpgrade, mut session: Session) {
 /// A session's place in its room's fan-out, given up when the session ends, however
 /// it ends.
 struct Joined {
-    fanout: std::sync::Arc<FanOut>,
-    outbox: std::sync::Arc<Outbox>,
+    fanout: Arc<FanOut>,
+    outbox: Arc<Outbox>,
 }
 
 impl Drop for Joined {

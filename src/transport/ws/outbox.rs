@@ -18,6 +18,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+
 use super::fanout::Frames;
 
 /// Most bytes held for the kernel. The fan-out hands a session that would go over it
@@ -103,22 +106,10 @@ impl Outbox {
         if !s.pending.is_empty() && s.pending.len() + bytes.len() > LIMIT {
             return s.hand_back();
         }
-        let all_written = if s.pending.is_empty() {
-            match self.stream.try_write(bytes) {
-                Ok(n) => {
-                    s.pending.extend_from_slice(&bytes[n..]);
-                    n == bytes.len()
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.pending.extend_from_slice(bytes);
-                    false
-                }
-                // The session finds the error on its next write, and ends.
-                Err(_) => return s.hand_back(),
-            }
-        } else {
-            s.pending.extend_from_slice(bytes);
-            false
+        let all_written = match self.write_or_hold(&mut s, bytes) {
+            Ok(all_written) => all_written,
+            // The session finds the error on its next write, and ends.
+            Err(_) => return s.hand_back(),
         };
         s.cursor = frames.last();
         s.taken_since += messages as u64;
@@ -128,6 +119,22 @@ impl Outbox {
             s.wake();
         }
         Offered::Taken { messages, json_bytes }
+    }
+
+    /// Writes what the kernel takes of `bytes` now, if nothing is held before them,
+    /// and holds the rest; whether the kernel took them all.
+    fn write_or_hold(&self, s: &mut State, bytes: &[u8]) -> io::Result<bool> {
+        let written = if s.pending.is_empty() {
+            match self.stream.try_write(bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            }
+        } else {
+            0
+        };
+        s.pending.extend_from_slice(&bytes[written..]);
+        Ok(written == bytes.len())
     }
 
     /// The last message id the outbox took.
@@ -232,22 +239,14 @@ impl State {
     }
 }
 
-/// Whether `frames` (whole server frames, unmasked) include a close frame.
-fn has_close_frame(mut frames: &[u8]) -> bool {
-    while let [b0, b1, rest @ ..] = frames {
-        if b0 & 0x0f == 0x8 {
+/// Whether `frames` (whole server frames) include a close frame.
+fn has_close_frame(frames: &[u8]) -> bool {
+    let mut cursor = io::Cursor::new(frames);
+    while let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) {
+        if header.opcode == OpCode::Control(Control::Close) {
             return true;
         }
-        let (head, len) = match b1 & 0x7f {
-            126 if rest.len() >= 2 => (4, u64::from(u16::from_be_bytes([rest[0], rest[1]]))),
-            127 if rest.len() >= 8 => (10, u64::from_be_bytes(rest[..8].try_into().unwrap())),
-            126 | 127 => return false,
-            n => (2, u64::from(n)),
-        };
-        let Some(next) = usize::try_from(len).ok().and_then(|len| len.checked_add(head)) else {
-            return false;
-        };
-        frames = frames.get(next..).unwrap_or_default();
+        cursor.set_position(cursor.position().saturating_add(len));
     }
     false
 }
@@ -312,18 +311,7 @@ impl AsyncWrite for SessionIo {
             s.closed = true;
             s.live = false;
         }
-        if s.pending.is_empty() {
-            match outbox.stream.try_write(buf) {
-                Ok(n) => s.pending.extend_from_slice(&buf[n..]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    s.pending.extend_from_slice(buf)
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        } else {
-            s.pending.extend_from_slice(buf);
-        }
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(outbox.write_or_hold(&mut s, buf).map(|_| buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
