@@ -72,6 +72,14 @@ fn encode(c: &mut Criterion) {
             black_box(out)
         })
     });
+    // What the WebSocket fan-out builds once per run of messages and writes, as it
+    // is, to every live session.
+    for n in [1, 100] {
+        group.bench_function(format!("ws_frames_of_a_run_of_{n}"), |b| {
+            b.iter(|| lab::transport::ws::Frames::new(black_box(&published[..n])))
+        });
+    }
+    // What a session catching up writes per message (through tungstenite).
     group.bench_function("ws_text_frame", |b| {
         use tokio_tungstenite::tungstenite::protocol::frame::Frame;
         use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

@@ -38,6 +38,10 @@ mod outbox;
 
 use self::fanout::FanOut;
 use self::outbox::{Outbox, SessionIo};
+
+/// The frames the fan-out writes to every live session, built once per run of
+/// messages; public for the encoding benchmark.
+pub use self::fanout::Frames;
 use super::common::{self, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::http1::{self, has_token};
