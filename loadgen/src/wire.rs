@@ -149,12 +149,13 @@ mod flat {
     pub fn page(json: &[u8]) -> Option<(Vec<Msg>, PageEnd)> {
         const START: &[u8] = b"{\"messages\":[";
         const LAST_ID: &[u8] = b",\"last_id\":";
-        // Room for the messages of a typical size, so that the list seldom grows.
-        let mut messages = Vec::with_capacity(json.len() / 128);
-        let mut at = START.len();
         if !json.starts_with(START) {
             return None;
         }
+        // Room for the messages of a typical size, so that the list seldom grows;
+        // bounded, so that a huge answer grows it as it is read instead.
+        let mut messages = Vec::with_capacity((json.len() / 128).min(1024));
+        let mut at = START.len();
         if json.get(at) == Some(&b']') {
             at += 1;
         } else {
