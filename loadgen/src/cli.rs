@@ -106,6 +106,12 @@ pub struct Args {
     /// Extra argument for the child `lab` server (repeatable), e.g. --server-arg=--threads=2.
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+
+    /// Let the kernel place the child server and the loadgen on any core. By default,
+    /// when the child's threads and the loadgen's workers fit on separate cores, each
+    /// side is bound to its own (see docs/measurement.md).
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// `--mode`.
@@ -203,7 +209,11 @@ impl Args {
     }
 
     /// The settings, for the JSON's `config`.
-    pub fn config_json(&self, room: &str) -> serde_json::Value {
+    pub fn config_json(
+        &self,
+        room: &str,
+        pinned: Option<&crate::cpus::Split>,
+    ) -> serde_json::Value {
         serde_json::json!({
             "target": self.target,
             "mode": match self.mode { ModeArg::All => "all", ModeArg::One(m) => m.name() },
@@ -223,6 +233,7 @@ impl Args {
             "source_addrs": self.source_addrs,
             "churn": self.churn,
             "server_args": self.server_arg,
+            "pinned": pinned,
         })
     }
 }

@@ -29,6 +29,7 @@ pub mod account;
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod cpus;
 pub mod error;
 pub mod h1;
 pub mod machine;

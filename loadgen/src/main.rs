@@ -58,7 +58,14 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         .map(|t| Target::parse(t))
         .collect::<Result<_, _>>()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let dir = loadgen::sweep::sweep(&plan, &args.out, &targets, command, args.quiet)?;
+    let dir = loadgen::sweep::sweep(
+        &plan,
+        &args.out,
+        &targets,
+        command,
+        args.quiet,
+        !args.no_pin,
+    )?;
     eprintln!("wrote {}", dir.join("report.html").display());
     Ok(())
 }
@@ -79,18 +86,26 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     let mut urls: Vec<String> = given.iter().map(|t| t.url.clone()).collect();
+    let pinned = (given.is_empty() && !args.no_pin)
+        .then(|| loadgen::cpus::beside_child(&args.server_arg, args.threads()))
+        .flatten();
     for mix in args.mixes() {
         // Without --target, a fresh child server per mode: no mode inherits another's
         // memory or warm caches.
         let child = match given.is_empty() {
-            true => Some(ChildServer::start(&args.server_arg)?),
+            true => Some(ChildServer::start(
+                &args.server_arg,
+                pinned.as_ref().map(|p| &p.server[..]),
+            )?),
             false => None,
         };
         let targets = match &child {
             Some(c) => vec![c.target.clone()],
             None => given.clone(),
         };
-        rows.extend(runner::run(&targets, &args.scenario(mix, &room))?);
+        let mut sc = args.scenario(mix, &room);
+        sc.pinned = pinned.clone();
+        rows.extend(runner::run(&targets, &sc)?);
         if let Some(c) = &child {
             urls.push(c.target.url.clone());
         }
@@ -113,7 +128,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         "external"
     };
-    let mut doc = Document::new(args.config_json(&room), server_process, urls, rows);
+    let mut doc = Document::new(
+        args.config_json(&room, pinned.as_ref()),
+        server_process,
+        urls,
+        rows,
+    );
     doc.created_unix_s = now;
     let json = args
         .json

@@ -73,6 +73,8 @@ pub struct Scenario {
     pub churn: Vec<Churn>,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// The cores the child server and the loadgen were bound to, if they were.
+    pub pinned: Option<crate::cpus::Split>,
 }
 
 impl Scenario {
@@ -96,6 +98,7 @@ impl Scenario {
             source_addrs: Vec::new(),
             churn: Vec::new(),
             progress: false,
+            pinned: None,
         }
     }
 
@@ -125,6 +128,7 @@ impl Scenario {
             "source_addrs": self.source_addrs,
             "churn": self.churn.len() / kinds,
             "server_args": server_args,
+            "pinned": self.pinned,
         })
     }
 

@@ -40,8 +40,12 @@ impl ChildServer {
         }
     }
 
-    /// Starts `lab --addr 127.0.0.1:<free port> <extra args>` and waits until it is healthy.
-    pub fn start(extra_args: &[String]) -> Result<ChildServer, LoadgenError> {
+    /// Starts `lab --addr 127.0.0.1:<free port> <extra args>` and waits until it is
+    /// healthy; bound to the cores `cpus` when given (see [`crate::cpus`]).
+    pub fn start(
+        extra_args: &[String],
+        cpus: Option<&[usize]>,
+    ) -> Result<ChildServer, LoadgenError> {
         let (lab, first) = match Self::binary() {
             Ok(lab) => (lab, None),
             Err(_) => (
@@ -64,6 +68,15 @@ impl ChildServer {
             .stdout(Stdio::null());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
+        }
+        if let Some(cpus) = cpus {
+            use std::os::unix::process::CommandExt;
+            let set = crate::cpus::set_of(cpus);
+            // SAFETY: the closure only makes one system call (async-signal-safe) on a
+            // set made before the fork.
+            unsafe {
+                cmd.pre_exec(move || crate::cpus::set_thread(0, &set));
+            }
         }
         let child = cmd
             .spawn()
@@ -113,7 +126,7 @@ pub fn default_threads(child_args: Option<&[String]>) -> usize {
 
 /// The runtime threads a child `lab` started with `args` will use (its flags and the
 /// `LAB_` environment it inherits, as it will parse them).
-fn child_threads(args: &[String]) -> usize {
+pub fn child_threads(args: &[String]) -> usize {
     use clap::Parser;
     let argv = ["lab"]
         .into_iter()

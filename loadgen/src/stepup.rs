@@ -193,7 +193,7 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
             sc.threads = a
                 .threads
                 .unwrap_or_else(|| crate::server::default_threads(Some(&a.server_arg)));
-            let child = ChildServer::start(&a.server_arg)?;
+            let child = ChildServer::start(&a.server_arg, None)?;
             let targets = vec![child.target.clone()];
             let rows = match runner::run(&targets, &sc) {
                 Ok(rows) => rows,

@@ -69,6 +69,10 @@ pub struct SweepArgs {
     /// Drive running servers instead of a fresh child per run (comma-separated URLs).
     #[arg(long, value_delimiter = ',')]
     pub target: Vec<String>,
+    /// Let the kernel place each child server and the loadgen on any core (by default
+    /// each side is bound to cores of its own when they fit; see docs/measurement.md).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Only re-render report.html, points.csv and charts/ of an existing sweep folder.
     #[arg(long)]
     pub report_only: Option<PathBuf>,

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::cpus::Split;
 use crate::error::LoadgenError;
 use crate::machine;
 use crate::report::Document;
@@ -55,7 +56,11 @@ struct Under {
 }
 
 /// A fresh child server, or the given targets.
-fn server(given: &[Target], server_args: &[String]) -> Result<Under, LoadgenError> {
+fn server(
+    given: &[Target],
+    server_args: &[String],
+    cpus: Option<&Split>,
+) -> Result<Under, LoadgenError> {
     if !given.is_empty() {
         return Ok(Under {
             targets: given.to_vec(),
@@ -63,7 +68,7 @@ fn server(given: &[Target], server_args: &[String]) -> Result<Under, LoadgenErro
             base_rss: None,
         });
     }
-    let child = ChildServer::start(server_args)?;
+    let child = ChildServer::start(server_args, cpus.map(|c| &c.server[..]))?;
     let base_rss = child
         .target
         .pid
@@ -83,8 +88,18 @@ pub fn sweep(
     given: &[Target],
     command: String,
     quiet: bool,
+    pin: bool,
 ) -> Result<PathBuf, LoadgenError> {
     plan.validate()?;
+    // One split for the whole sweep: every point has the same threads on each side.
+    let pinned = (given.is_empty() && pin)
+        .then(|| {
+            let threads = plan
+                .threads
+                .unwrap_or_else(|| crate::server::default_threads(Some(&plan.server_args)));
+            crate::cpus::beside_child(&plan.server_args, threads)
+        })
+        .flatten();
     let dir = out.join(&plan.name);
     std::fs::create_dir_all(dir.join("runs"))
         .map_err(LoadgenError::io(format!("creating {}", dir.display())))?;
@@ -93,7 +108,7 @@ pub fn sweep(
     let stamp = crate::report::unix_now().to_string();
 
     let probe = {
-        let under = server(given, &plan.server_args)?;
+        let under = server(given, &plan.server_args, pinned.as_ref())?;
         probe::probe(
             &under.targets[0],
             &room(&["probe", &stamp]),
@@ -129,11 +144,12 @@ pub fn sweep(
                 sc.threads = crate::server::default_threads(child_args);
             }
             sc.progress = !quiet;
+            sc.pinned = pinned.clone();
             let Under {
                 targets,
                 child,
                 base_rss,
-            } = server(given, &plan.server_args)?;
+            } = server(given, &plan.server_args, pinned.as_ref())?;
             let rows = match runner::run(&targets, &sc) {
                 Ok(rows) => rows,
                 Err(e) => {

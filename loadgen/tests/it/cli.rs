@@ -154,3 +154,46 @@ fn without_a_target_it_starts_and_stops_a_child_server() {
         child_run(&built);
     }
 }
+
+#[test]
+fn a_child_server_and_the_loadgen_get_cores_of_their_own_when_they_fit() {
+    let cores = loadgen::cpus::allowed().unwrap();
+    let mut args: Vec<&str> = SHORT_RUN
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--server-arg"))
+        .collect();
+    args.extend(["--server-arg=--threads=1", "--threads=1"]);
+    let (_, doc) = run_binary(&loadgen_exe(), &args);
+    assert_eq!(doc["runs"][0]["deliveries"]["lost"], 0);
+    let pinned = &doc["config"]["pinned"];
+    if cores.len() >= 2 {
+        let side = |name: &str| -> Vec<u64> {
+            let list = pinned[name]
+                .as_array()
+                .unwrap_or_else(|| panic!("{pinned}"));
+            list.iter().map(|c| c.as_u64().unwrap()).collect()
+        };
+        let (server, others) = (side("server"), side("loadgen"));
+        assert_eq!(
+            server,
+            [cores[0] as u64],
+            "the server's one thread, one core"
+        );
+        let rest: Vec<u64> = cores[1..].iter().map(|&c| c as u64).collect();
+        assert_eq!(others, rest, "the loadgen the rest");
+    } else {
+        assert!(pinned.is_null(), "one core: nothing to split");
+    }
+
+    args.push("--no-pin");
+    let (_, doc) = run_binary(&loadgen_exe(), &args);
+    assert!(doc["config"]["pinned"].is_null(), "--no-pin");
+
+    // A two-thread server and one worker do not fit on two cores: left to the kernel.
+    let too_many = cores.len().to_string();
+    let mut args: Vec<&str> = SHORT_RUN.to_vec();
+    args.extend(["--threads", &too_many]);
+    let (_, doc) = run_binary(&loadgen_exe(), &args);
+    assert!(doc["config"]["pinned"].is_null(), "{}", doc["config"]);
+}

@@ -32,14 +32,17 @@ fn type_of(v: &Value) -> &'static str {
     }
 }
 
-/// Leaves of `v` as (path, type); documented `object`/`array` fields are leaves.
+/// Leaves of `v` as (path, type); documented `object`/`array` fields (or null) are leaves.
 fn leaves(
     v: &Value,
     path: &str,
     doc: &BTreeMap<String, String>,
     out: &mut Vec<(String, &'static str)>,
 ) {
-    let leaf = doc.get(path).is_some_and(|t| t == "object" || t == "array");
+    let leaf = doc
+        .get(path)
+        .map(|t| t.trim_end_matches('?'))
+        .is_some_and(|t| t == "object" || t == "array");
     match v {
         Value::Object(m) if !leaf => {
             for (k, v) in m {
