@@ -87,7 +87,7 @@ fn kinds<K: std::fmt::Display>(errors: &BTreeMap<K, u64>) -> String {
 pub struct Measured {
     /// From the counted window's start until the last worker reported (end of drain).
     pub counted: Duration,
-    pub loadgen_cpu: f64,
+    pub loadgen_cpu: crate::machine::CpuTime,
     pub machine_cpu: MachineCpu,
 }
 
@@ -170,6 +170,7 @@ pub fn rows(
                 .sum::<Option<f64>>();
             ServerFigures {
                 cpu_seconds: m.cpu_seconds,
+                system_cpu_seconds: m.system_cpu_seconds,
                 rss_bytes: m.rss_bytes,
                 threads: m.threads.map(|t| t as u64),
                 bytes_sent,
@@ -208,7 +209,8 @@ pub fn rows(
                 .then(|| s.bytes_received as f64 / tally.received as f64),
             server,
             loadgen: LoadgenFigures {
-                cpu_seconds: loadgen_cpu,
+                cpu_seconds: loadgen_cpu.total(),
+                system_cpu_seconds: loadgen_cpu.system,
                 threads: sc.threads,
             },
             machine_cpu,

@@ -41,24 +41,58 @@ pub fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// CPU seconds a process has used, in its own code and in the kernel on its behalf.
+/// On loopback the kernel's part includes what a socket operation does for the other
+/// end: a read's acknowledgement, received on the writer's socket, runs in the reader's
+/// system time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTime {
+    pub fn total(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, before: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+}
+
 /// User plus system CPU seconds this process has used so far.
 pub fn cpu_seconds() -> f64 {
+    cpu_time().total()
+}
+
+/// The CPU this process has used so far (`getrusage`).
+pub fn cpu_time() -> CpuTime {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a full `rusage` into the pointer it is given, which
     // points at a zeroed value of that type; RUSAGE_SELF is always valid.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
     if rc != 0 {
-        return 0.0;
+        return CpuTime::default();
     }
     // SAFETY: zero-initialised, and filled in by a successful getrusage.
     let usage = unsafe { usage.assume_init() };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    CpuTime {
+        user: secs(usage.ru_utime),
+        system: secs(usage.ru_stime),
+    }
 }
 
-/// CPU seconds (user + system) and resident bytes of process `pid`, from /proc: finer
-/// than a Prometheus counter of whole seconds.
-pub fn process_usage(pid: u32) -> Option<(f64, f64)> {
+/// The CPU time and resident bytes of process `pid`, from /proc: finer than a
+/// Prometheus counter of whole seconds.
+pub fn process_usage(pid: u32) -> Option<(CpuTime, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -75,7 +109,11 @@ pub fn process_usage(pid: u32) -> Option<(f64, f64)> {
     if ticks <= 0 || page <= 0 {
         return None;
     }
-    Some(((utime + stime) / ticks as f64, rss_pages * page as f64))
+    let cpu = CpuTime {
+        user: utime / ticks as f64,
+        system: stime / ticks as f64,
+    };
+    Some((cpu, rss_pages * page as f64))
 }
 
 /// The machine's CPU time counters (all CPUs), from the `cpu` line of `/proc/stat`.
@@ -172,7 +210,10 @@ mod tests {
         assert!(cpu_seconds() > before);
         assert!(Machine::detect().cores >= 1);
         let (cpu, rss) = process_usage(std::process::id()).unwrap();
-        assert!(cpu > 0.0 && rss > 1e6, "{cpu} {rss}");
+        assert!(cpu.user > 0.0 && rss > 1e6, "{cpu:?} {rss}");
+        let own = cpu_time();
+        assert!(own.user > 0.0 && own.system >= 0.0, "{own:?}");
+        assert!((own.total() - cpu_seconds()).abs() < 0.05);
     }
 
     #[test]

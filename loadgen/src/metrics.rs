@@ -6,12 +6,15 @@ use std::collections::BTreeMap;
 
 use crate::conn::Http;
 use crate::error::ClientError;
+use crate::machine::CpuTime;
 use crate::target::Target;
 
 /// One reading of a server's metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub cpu_seconds: Option<f64>,
+    /// The kernel's part of `cpu_seconds`: known for a child server only (/proc).
+    pub system_cpu_seconds: Option<f64>,
     pub rss_bytes: Option<f64>,
     /// `lab_runtime_threads`: the server's worker threads.
     pub threads: Option<f64>,
@@ -66,7 +69,7 @@ impl Snapshot {
     /// beside the loadgen's own reading, before `/metrics` is asked: a server under
     /// load may take a while to answer, and its CPU interval would then start later
     /// (or end later) than the loadgen's and the counted window's.
-    pub fn local(target: &Target) -> Option<(f64, f64)> {
+    pub fn local(target: &Target) -> Option<(CpuTime, f64)> {
         target.pid.and_then(crate::machine::process_usage)
     }
 
@@ -74,7 +77,7 @@ impl Snapshot {
     /// of its CPU and memory. A child's /proc reading stands when `/metrics` fails.
     pub async fn fetch(
         target: &Target,
-        local: Option<(f64, f64)>,
+        local: Option<(CpuTime, f64)>,
     ) -> Result<Snapshot, ClientError> {
         let body = async {
             let mut http = Http::open(target, None, Default::default()).await?;
@@ -87,7 +90,8 @@ impl Snapshot {
             (Err(e), None) => return Err(e),
         };
         if let Some((cpu, rss)) = local {
-            s.cpu_seconds = Some(cpu);
+            s.cpu_seconds = Some(cpu.total());
+            s.system_cpu_seconds = Some(cpu.system);
             s.rss_bytes = Some(rss);
         }
         Ok(s)
@@ -106,6 +110,7 @@ impl Snapshot {
             !pairs.is_empty() && pairs.iter().all(|(b, a)| b.from_metrics && a.from_metrics);
         let mut d = Snapshot {
             cpu_seconds: total(&|b, a| Some(a.cpu_seconds? - b.cpu_seconds?)),
+            system_cpu_seconds: total(&|b, a| Some(a.system_cpu_seconds? - b.system_cpu_seconds?)),
             // Memory and threads are levels, not counters: the reading at the end.
             rss_bytes: total(&|_, a| a.rss_bytes),
             threads: total(&|_, a| a.threads),
@@ -205,8 +210,13 @@ mod tests {
         let target = Target::parse(&listener.local_addr().unwrap().to_string()).unwrap();
         drop(listener);
         crate::runner::block_on(async {
-            let s = Snapshot::fetch(&target, Some((1.5, 4096.0))).await.unwrap();
+            let cpu = CpuTime {
+                user: 1.0,
+                system: 0.5,
+            };
+            let s = Snapshot::fetch(&target, Some((cpu, 4096.0))).await.unwrap();
             assert_eq!((s.cpu_seconds, s.rss_bytes), (Some(1.5), Some(4096.0)));
+            assert_eq!(s.system_cpu_seconds, Some(0.5));
             assert!(!s.from_metrics);
             assert!(Snapshot::fetch(&target, None).await.is_err());
         });

@@ -147,6 +147,8 @@ pub struct Connections {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ServerFigures {
     pub cpu_seconds: Option<f64>,
+    /// The kernel's part of `cpu_seconds`, for a child server.
+    pub system_cpu_seconds: Option<f64>,
     pub rss_bytes: Option<f64>,
     /// The server's runtime worker threads, as its `/metrics` says.
     pub threads: Option<u64>,
@@ -157,6 +159,8 @@ pub struct ServerFigures {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct LoadgenFigures {
     pub cpu_seconds: f64,
+    /// The kernel's part of `cpu_seconds`.
+    pub system_cpu_seconds: f64,
     pub threads: usize,
 }
 

@@ -86,7 +86,7 @@ async fn preflight(target: &Target, room: &str, stream: bool) -> Result<(), Load
 /// What is read at each end of the counted window.
 struct Readings {
     servers: Vec<Result<Snapshot, ClientError>>,
-    loadgen_cpu: f64,
+    loadgen_cpu: machine::CpuTime,
     machine: Option<machine::CpuTimes>,
 }
 
@@ -95,7 +95,7 @@ impl Readings {
     /// the machine's), so that they cover one interval; `/metrics` answers after them.
     async fn take(targets: &[Target]) -> Readings {
         let local: Vec<_> = targets.iter().map(Snapshot::local).collect();
-        let loadgen_cpu = machine::cpu_seconds();
+        let loadgen_cpu = machine::cpu_time();
         let machine = machine::CpuTimes::read();
         let fetches = targets
             .iter()
