@@ -20,13 +20,24 @@ impl Machine {
             Some(kib * 1024)
         });
         Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: online_cores(),
             memory_bytes,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|s| s.trim().to_owned()),
         }
     }
+}
+
+/// The machine's online cores: not only those this process may run on (a loadgen bound
+/// to its share of them still reports the machine).
+fn online_cores() -> usize {
+    // SAFETY: sysconf only reads a configuration value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The commit of the working directory's git checkout, if there is one.

@@ -71,6 +71,12 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
+    // The workers' count is settled before the loadgen binds itself to its share of
+    // the cores, after which it would see only that share.
+    let args = &Args {
+        threads: Some(args.threads()),
+        ..args.clone()
+    };
     // Each user holds a socket: as many files as the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let now = report::unix_now();

@@ -91,14 +91,14 @@ pub fn sweep(
     pin: bool,
 ) -> Result<PathBuf, LoadgenError> {
     plan.validate()?;
-    // One split for the whole sweep: every point has the same threads on each side.
+    // One split for the whole sweep: every point has the same threads on each side,
+    // counted before the loadgen binds itself (it would then see only its share).
+    let child_args = given.is_empty().then_some(&plan.server_args[..]);
+    let threads = plan
+        .threads
+        .unwrap_or_else(|| crate::server::default_threads(child_args));
     let pinned = (given.is_empty() && pin)
-        .then(|| {
-            let threads = plan
-                .threads
-                .unwrap_or_else(|| crate::server::default_threads(Some(&plan.server_args)));
-            crate::cpus::beside_child(&plan.server_args, threads)
-        })
+        .then(|| crate::cpus::beside_child(&plan.server_args, threads))
         .flatten();
     let dir = out.join(&plan.name);
     std::fs::create_dir_all(dir.join("runs"))
@@ -139,10 +139,7 @@ pub fn sweep(
             let n = (rep - 1) * points.len() + i + 1;
             let slug = format!("{}-{rep}", point.slug());
             let mut sc = plan.scenario(point, &room(&["sw", &stamp, &slug]))?;
-            if plan.threads.is_none() {
-                let child_args = given.is_empty().then_some(&plan.server_args[..]);
-                sc.threads = crate::server::default_threads(child_args);
-            }
+            sc.threads = threads;
             sc.progress = !quiet;
             sc.pinned = pinned.clone();
             let Under {

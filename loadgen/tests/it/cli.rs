@@ -182,6 +182,9 @@ fn a_child_server_and_the_loadgen_get_cores_of_their_own_when_they_fit() {
         );
         let rest: Vec<u64> = cores[1..].iter().map(|&c| c as u64).collect();
         assert_eq!(others, rest, "the loadgen the rest");
+        // Bound to its share, it still reports the machine's cores.
+        let machine = doc["machine"]["cores"].as_u64().unwrap();
+        assert!(machine >= cores.len() as u64, "{}", doc["machine"]);
     } else {
         assert!(pinned.is_null(), "one core: nothing to split");
     }
