@@ -12,7 +12,7 @@
 use std::io;
 
 /// The cores each side runs on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Split {
     pub server: Vec<usize>,
     pub loadgen: Vec<usize>,

@@ -149,6 +149,9 @@ pub fn render(
         esc(&meta.command),
         esc(&verdict::steal_sentence(all)),
     );
+    if let Some(placement) = &meta.placement {
+        let _ = write!(h, "<p>{}</p>", esc(&placement.sentence()));
+    }
 
     let mut files = Vec::new();
     if let Some(&rate) = rates.first() {

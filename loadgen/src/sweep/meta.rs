@@ -25,11 +25,54 @@ pub struct Meta {
     pub git_dirty: Option<bool>,
     /// The open-file hard limit of the loadgen process.
     pub open_files_limit: Option<u64>,
+    /// Where each child server and the loadgen ran; absent in a sweep recorded before
+    /// the loadgen bound them (then the report says nothing of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// Whether a child server and the loadgen were bound to cores of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Bound(crate::cpus::Split),
+    /// Left to the kernel (`--no-pin`, too few cores, or an external target).
+    Kernel,
+}
+
+impl Placement {
+    /// A sentence for the report.
+    pub fn sentence(&self) -> String {
+        let list = |cpus: &[usize]| {
+            let s: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            let noun = if cpus.len() == 1 { "core" } else { "cores" };
+            format!("{noun} {}", s.join(", "))
+        };
+        match self {
+            Placement::Bound(s) => format!(
+                "Each child server was bound to {} and the loadgen to {}, as the \
+                 loadgen does when they fit unless --no-pin is given: left to the kernel, \
+                 they take turns on one core during a burst.",
+                list(&s.server),
+                list(&s.loadgen)
+            ),
+            Placement::Kernel => {
+                "The server and the loadgen were placed by the kernel, not bound to cores of \
+                 their own."
+                    .into()
+            }
+        }
+    }
 }
 
 impl Meta {
     /// This machine and tool, now.
-    pub fn detect(command: String, server_process: &str, probe: Option<Probe>) -> Meta {
+    pub fn detect(
+        command: String,
+        server_process: &str,
+        probe: Option<Probe>,
+        placement: Placement,
+    ) -> Meta {
         Meta {
             tool: Tool {
                 name: "loadgen".into(),
@@ -45,6 +88,7 @@ impl Meta {
             open_files_limit: rlimit::getrlimit(rlimit::Resource::NOFILE)
                 .ok()
                 .map(|(_, hard)| hard),
+            placement: Some(placement),
         }
     }
 }
@@ -57,4 +101,36 @@ fn git_dirty() -> Option<bool> {
         .output()
         .ok()?;
     out.status.success().then_some(!out.stdout.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Meta, Placement};
+    use crate::cpus::Split;
+
+    #[test]
+    fn the_placement_is_kept_in_meta_json_and_absent_in_an_older_one() {
+        let bound = Placement::Bound(Split {
+            server: vec![0],
+            loadgen: vec![1, 2],
+        });
+        let meta = Meta::detect("loadgen sweep".into(), "child", None, bound.clone());
+        let json = serde_json::to_string(&meta).unwrap();
+        assert!(
+            json.contains(r#""placement":{"bound":{"server":[0],"loadgen":[1,2]}}"#),
+            "{json}"
+        );
+        let back: Meta = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.placement, Some(bound.clone()));
+        assert!(
+            bound
+                .sentence()
+                .contains("core 0 and the loadgen to cores 1, 2")
+        );
+
+        let mut older: serde_json::Value = serde_json::from_str(&json).unwrap();
+        older.as_object_mut().unwrap().remove("placement");
+        let back: Meta = serde_json::from_value(older).unwrap();
+        assert_eq!(back.placement, None, "a sweep from before says nothing");
+    }
 }

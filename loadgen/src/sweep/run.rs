@@ -15,7 +15,7 @@ use crate::runner;
 use crate::server::ChildServer;
 use crate::target::Target;
 
-use super::meta::Meta;
+use super::meta::{Meta, Placement};
 use super::plan::Plan;
 use super::record::{self, Record};
 use super::{probe, write_report};
@@ -123,6 +123,7 @@ pub fn sweep(
             "external"
         },
         Some(probe),
+        pinned.clone().map_or(Placement::Kernel, Placement::Bound),
     );
     write(
         &dir.join("meta.json"),
