@@ -41,11 +41,22 @@ pub fn split(server_threads: usize, loadgen_threads: usize, allowed: &[usize]) -
 /// when the two would share a core or the kernel refuses.
 pub fn beside_child(server_args: &[String], loadgen_threads: usize) -> Option<Split> {
     let server_threads = crate::server::child_threads(server_args);
-    let split = split(server_threads, loadgen_threads, &allowed().ok()?)?;
-    match pin_process(&split.loadgen) {
+    let before = allowed().ok()?;
+    let split = split(server_threads, loadgen_threads, &before)?;
+    let bound = pin_process(&split.loadgen).and_then(|()| match allowed()? {
+        now if now == split.loadgen => Ok(()),
+        now => Err(io::Error::other(format!(
+            "bound to {now:?}, not {:?}",
+            split.loadgen
+        ))),
+    });
+    match bound {
         Ok(()) => Some(split),
         Err(e) => {
             eprintln!("not binding the loadgen and the server to cores of their own: {e}");
+            // Threads bound before the failure go back to every core they had, so that
+            // a child started next is not confined with them.
+            let _ = pin_process(&before);
             None
         }
     }
@@ -53,9 +64,14 @@ pub fn beside_child(server_args: &[String], loadgen_threads: usize) -> Option<Sp
 
 /// The cores this thread may run on.
 pub fn allowed() -> io::Result<Vec<usize>> {
+    allowed_of(0)
+}
+
+/// The cores thread or process `pid` may run on (0: the calling thread).
+pub fn allowed_of(pid: libc::pid_t) -> io::Result<Vec<usize>> {
     let mut set = empty_set();
     // SAFETY: the size passed is the size of the set written into.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&set), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -65,12 +81,11 @@ pub fn allowed() -> io::Result<Vec<usize>> {
         .collect())
 }
 
-/// A set of `cpus`, for [`set_thread`].
+/// A set of `cpus`, for [`set_thread`]; a core beyond what the set can hold is left out.
 pub fn set_of(cpus: &[usize]) -> libc::cpu_set_t {
     let mut set = empty_set();
-    for &cpu in cpus {
-        // SAFETY: CPU_SET writes a bit of an initialised set; it ignores an index
-        // beyond the set's size.
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: CPU_SET writes a bit of an initialised set, at an index within it.
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
     set

@@ -109,9 +109,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Some(c) => vec![c.target.clone()],
             None => given.clone(),
         };
-        let mut sc = args.scenario(mix, &room);
-        sc.pinned = pinned.clone();
-        rows.extend(runner::run(&targets, &sc)?);
+        rows.extend(runner::run(&targets, &args.scenario(mix, &room))?);
         if let Some(c) = &child {
             urls.push(c.target.url.clone());
         }

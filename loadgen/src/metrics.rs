@@ -198,8 +198,17 @@ mod tests {
             cpu_seconds: Some(3.0),
             ..Snapshot::default()
         };
-        let d = Snapshot::delta(&[(proc_only, with)]);
+        let d = Snapshot::delta(&[(proc_only.clone(), with)]);
         assert_eq!(d.cpu_seconds, Some(-1.0));
+        // The kernel's part is known only where every reading has it.
+        let split = Snapshot {
+            system_cpu_seconds: Some(1.0),
+            ..proc_only.clone()
+        };
+        let d = Snapshot::delta(&[(split.clone(), split.clone())]);
+        assert_eq!(d.system_cpu_seconds, Some(0.0));
+        let d = Snapshot::delta(&[(split.clone(), split), (proc_only.clone(), proc_only)]);
+        assert_eq!(d.system_cpu_seconds, None, "one target lacks it");
         assert!(d.bytes_sent.is_empty() && !d.from_metrics);
     }
 

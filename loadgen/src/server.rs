@@ -84,6 +84,19 @@ impl ChildServer {
         let mut target = Target::parse(&addr)?;
         target.pid = Some(child.id());
         let mut server = ChildServer { child, target };
+        // What the child runs on, read back: a binding the kernel did not take is an
+        // error, not a run said to be bound.
+        if let Some(cpus) = cpus {
+            let pid = libc::pid_t::try_from(server.child.id()).unwrap_or(0);
+            match crate::cpus::allowed_of(pid) {
+                Ok(now) if now == cpus => {}
+                now => {
+                    return Err(LoadgenError::Server(format!(
+                        "lab was to run on cores {cpus:?}, runs on {now:?}"
+                    )));
+                }
+            }
+        }
         server.wait_ready()?;
         Ok(server)
     }

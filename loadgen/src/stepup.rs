@@ -73,6 +73,10 @@ pub struct StepUpArgs {
     /// No progress bars, one line per step.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Let the kernel place each child server and the loadgen on any core (by default
+    /// each side is bound to cores of its own when they fit; see docs/measurement.md).
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// The server's connection ceiling: its `--max-connections` (19,000 unless given).
@@ -171,6 +175,13 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
         .map_err(LoadgenError::io(format!("creating {}", dir.display())))?;
     let ceiling = max_connections(&a.server_arg);
     let limit_ms = a.limit.as_secs_f64() * 1000.0;
+    // Counted before the loadgen binds itself to its share of the cores.
+    let threads = a
+        .threads
+        .unwrap_or_else(|| crate::server::default_threads(Some(&a.server_arg)));
+    let pinned = (!a.no_pin)
+        .then(|| crate::cpus::beside_child(&a.server_arg, threads))
+        .flatten();
     let mut records = Vec::new();
     let mut summary = Vec::new();
     for m in &a.modes {
@@ -190,10 +201,9 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
             sc.warmup = a.warmup;
             sc.ramp_up = a.ramp_up;
             sc.progress = !a.quiet;
-            sc.threads = a
-                .threads
-                .unwrap_or_else(|| crate::server::default_threads(Some(&a.server_arg)));
-            let child = ChildServer::start(&a.server_arg, None)?;
+            sc.threads = threads;
+            sc.pinned = pinned.clone();
+            let child = ChildServer::start(&a.server_arg, pinned.as_ref().map(|p| &p.server[..]))?;
             let targets = vec![child.target.clone()];
             let rows = match runner::run(&targets, &sc) {
                 Ok(rows) => rows,
@@ -242,7 +252,7 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
         }
         summary.push((mix.name().to_owned(), best, stop));
     }
-    let text = markdown(&summary, &records, a, limit_ms);
+    let text = markdown(&summary, &records, a, limit_ms, pinned.as_ref());
     let write = |p: &Path, t: String| {
         std::fs::write(p, t).map_err(LoadgenError::io(format!("writing {}", p.display())))
     };
@@ -261,9 +271,17 @@ pub fn markdown(
     steps: &[Record],
     a: &StepUpArgs,
     limit_ms: f64,
+    pinned: Option<&crate::cpus::Split>,
 ) -> String {
+    let placement = match pinned {
+        Some(p) => format!(
+            "each child server bound to cores {:?}, the loadgen to {:?}",
+            p.server, p.loadgen
+        ),
+        None => "the server and the loadgen placed by the kernel".to_owned(),
+    };
     let mut s = format!(
-        "Step-up: {} senders, {} msg/s, {:.0} s counted per step, p95 limit {limit_ms:.0} ms, steps {:?}.\n\n\
+        "Step-up: {} senders, {} msg/s, {:.0} s counted per step, p95 limit {limit_ms:.0} ms, steps {:?}; {placement}.\n\n\
          | transport | most clients under the limit | stopped by |\n|---|---|---|\n",
         a.senders,
         a.rate,
