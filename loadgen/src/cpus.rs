@@ -22,10 +22,10 @@ pub struct Split {
 /// the loadgen (`loadgen_threads` workers) on the rest; `None` when they do not fit
 /// without sharing.
 pub fn split(server_threads: usize, loadgen_threads: usize, allowed: &[usize]) -> Option<Split> {
-    if server_threads == 0 || loadgen_threads == 0 {
-        return None;
-    }
-    if server_threads + loadgen_threads > allowed.len() {
+    if server_threads == 0
+        || loadgen_threads == 0
+        || server_threads + loadgen_threads > allowed.len()
+    {
         return None;
     }
     let (server, loadgen) = allowed.split_at(server_threads);
@@ -33,6 +33,60 @@ pub fn split(server_threads: usize, loadgen_threads: usize, allowed: &[usize]) -
         server: server.to_vec(),
         loadgen: loadgen.to_vec(),
     })
+}
+
+/// The loadgen's worker threads (`threads`, or the default beside a child started with
+/// `child_args`, `None` for an external target) and, when `pin` and there is a child,
+/// the split this process is now bound to. The count is settled first: once bound, the
+/// loadgen sees only its share of the cores. Used by a run, a sweep and a step-up.
+pub fn arrange(
+    threads: Option<usize>,
+    child_args: Option<&[String]>,
+    pin: bool,
+) -> (usize, Option<Split>) {
+    let threads = threads.unwrap_or_else(|| crate::server::default_threads(child_args));
+    let pinned = child_args
+        .filter(|_| pin)
+        .and_then(|args| beside_child(args, threads));
+    (threads, pinned)
+}
+
+/// Where a child server and the loadgen ran, for a report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Bound(Split),
+    /// Left to the kernel (`--no-pin`, too few cores, or an external target).
+    Kernel,
+}
+
+impl Placement {
+    pub fn of(pinned: Option<&Split>) -> Placement {
+        pinned.map_or(Placement::Kernel, |s| Placement::Bound(s.clone()))
+    }
+
+    /// A sentence for a report.
+    pub fn sentence(&self) -> String {
+        let list = |cpus: &[usize]| {
+            let s: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            let noun = if cpus.len() == 1 { "core" } else { "cores" };
+            format!("{noun} {}", s.join(", "))
+        };
+        match self {
+            Placement::Bound(s) => format!(
+                "Each child server was bound to {} and the loadgen to {}, as the \
+                 loadgen does when they fit unless --no-pin is given: left to the kernel, \
+                 they take turns on one core during a burst.",
+                list(&s.server),
+                list(&s.loadgen)
+            ),
+            Placement::Kernel => {
+                "The server and the loadgen were placed by the kernel, not bound to cores of \
+                 their own."
+                    .into()
+            }
+        }
+    }
 }
 
 /// Binds this process to the loadgen's share of the cores it may use, beside a child

@@ -71,12 +71,6 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    // The workers' count is settled before the loadgen binds itself to its share of
-    // the cores, after which it would see only that share.
-    let args = &Args {
-        threads: Some(args.threads()),
-        ..args.clone()
-    };
     // Each user holds a socket: as many files as the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let now = report::unix_now();
@@ -92,9 +86,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     let mut urls: Vec<String> = given.iter().map(|t| t.url.clone()).collect();
-    let pinned = (given.is_empty() && !args.no_pin)
-        .then(|| loadgen::cpus::beside_child(&args.server_arg, args.threads()))
-        .flatten();
+    let child_args = given.is_empty().then_some(&args.server_arg[..]);
+    let (threads, pinned) = loadgen::cpus::arrange(args.threads, child_args, !args.no_pin);
+    // The count settled before binding holds for every mode and the JSON's `config`.
+    let args = &Args {
+        threads: Some(threads),
+        ..args.clone()
+    };
     for mix in args.mixes() {
         // Without --target, a fresh child server per mode: no mode inherits another's
         // memory or warm caches.

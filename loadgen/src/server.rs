@@ -87,7 +87,8 @@ impl ChildServer {
         // What the child runs on, read back: a binding the kernel did not take is an
         // error, not a run said to be bound.
         if let Some(cpus) = cpus {
-            let pid = libc::pid_t::try_from(server.child.id()).unwrap_or(0);
+            let pid = libc::pid_t::try_from(server.child.id())
+                .map_err(|_| LoadgenError::Server("lab's process id is out of range".into()))?;
             match crate::cpus::allowed_of(pid) {
                 Ok(now) if now == cpus => {}
                 now => {

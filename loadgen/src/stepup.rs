@@ -175,13 +175,7 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
         .map_err(LoadgenError::io(format!("creating {}", dir.display())))?;
     let ceiling = max_connections(&a.server_arg);
     let limit_ms = a.limit.as_secs_f64() * 1000.0;
-    // Counted before the loadgen binds itself to its share of the cores.
-    let threads = a
-        .threads
-        .unwrap_or_else(|| crate::server::default_threads(Some(&a.server_arg)));
-    let pinned = (!a.no_pin)
-        .then(|| crate::cpus::beside_child(&a.server_arg, threads))
-        .flatten();
+    let (threads, pinned) = crate::cpus::arrange(a.threads, Some(&a.server_arg), !a.no_pin);
     let mut records = Vec::new();
     let mut summary = Vec::new();
     for m in &a.modes {
@@ -273,15 +267,9 @@ pub fn markdown(
     limit_ms: f64,
     pinned: Option<&crate::cpus::Split>,
 ) -> String {
-    let placement = match pinned {
-        Some(p) => format!(
-            "each child server bound to cores {:?}, the loadgen to {:?}",
-            p.server, p.loadgen
-        ),
-        None => "the server and the loadgen placed by the kernel".to_owned(),
-    };
+    let placement = crate::cpus::Placement::of(pinned).sentence();
     let mut s = format!(
-        "Step-up: {} senders, {} msg/s, {:.0} s counted per step, p95 limit {limit_ms:.0} ms, steps {:?}; {placement}.\n\n\
+        "Step-up: {} senders, {} msg/s, {:.0} s counted per step, p95 limit {limit_ms:.0} ms, steps {:?}. {placement}\n\n\
          | transport | most clients under the limit | stopped by |\n|---|---|---|\n",
         a.senders,
         a.rate,

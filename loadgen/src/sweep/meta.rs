@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpus::Placement;
 use crate::machine::{self, Machine};
 use crate::report::Tool;
 
@@ -29,40 +30,6 @@ pub struct Meta {
     /// the loadgen bound them (then the report says nothing of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
-}
-
-/// Whether a child server and the loadgen were bound to cores of their own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Placement {
-    Bound(crate::cpus::Split),
-    /// Left to the kernel (`--no-pin`, too few cores, or an external target).
-    Kernel,
-}
-
-impl Placement {
-    /// A sentence for the report.
-    pub fn sentence(&self) -> String {
-        let list = |cpus: &[usize]| {
-            let s: Vec<String> = cpus.iter().map(usize::to_string).collect();
-            let noun = if cpus.len() == 1 { "core" } else { "cores" };
-            format!("{noun} {}", s.join(", "))
-        };
-        match self {
-            Placement::Bound(s) => format!(
-                "Each child server was bound to {} and the loadgen to {}, as the \
-                 loadgen does when they fit unless --no-pin is given: left to the kernel, \
-                 they take turns on one core during a burst.",
-                list(&s.server),
-                list(&s.loadgen)
-            ),
-            Placement::Kernel => {
-                "The server and the loadgen were placed by the kernel, not bound to cores of \
-                 their own."
-                    .into()
-            }
-        }
-    }
 }
 
 impl Meta {
@@ -105,8 +72,8 @@ fn git_dirty() -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Meta, Placement};
-    use crate::cpus::Split;
+    use super::Meta;
+    use crate::cpus::{Placement, Split};
 
     #[test]
     fn the_placement_is_kept_in_meta_json_and_absent_in_an_older_one() {

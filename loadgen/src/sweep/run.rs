@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cpus::Split;
+use crate::cpus::{Placement, Split};
 use crate::error::LoadgenError;
 use crate::machine;
 use crate::report::Document;
@@ -15,7 +15,7 @@ use crate::runner;
 use crate::server::ChildServer;
 use crate::target::Target;
 
-use super::meta::{Meta, Placement};
+use super::meta::Meta;
 use super::plan::Plan;
 use super::record::{self, Record};
 use super::{probe, write_report};
@@ -91,15 +91,9 @@ pub fn sweep(
     pin: bool,
 ) -> Result<PathBuf, LoadgenError> {
     plan.validate()?;
-    // One split for the whole sweep: every point has the same threads on each side,
-    // counted before the loadgen binds itself (it would then see only its share).
+    // One split for the whole sweep: every point has the same threads on each side.
     let child_args = given.is_empty().then_some(&plan.server_args[..]);
-    let threads = plan
-        .threads
-        .unwrap_or_else(|| crate::server::default_threads(child_args));
-    let pinned = (given.is_empty() && pin)
-        .then(|| crate::cpus::beside_child(&plan.server_args, threads))
-        .flatten();
+    let (threads, pinned) = crate::cpus::arrange(plan.threads, child_args, pin);
     let dir = out.join(&plan.name);
     std::fs::create_dir_all(dir.join("runs"))
         .map_err(LoadgenError::io(format!("creating {}", dir.display())))?;
@@ -123,7 +117,7 @@ pub fn sweep(
             "external"
         },
         Some(probe),
-        pinned.clone().map_or(Placement::Kernel, Placement::Bound),
+        Placement::of(pinned.as_ref()),
     );
     write(
         &dir.join("meta.json"),
