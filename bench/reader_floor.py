@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The loadgen's CPU per delivery against the least a WebSocket client can spend here.
+"""The loadgen's CPU per delivery against a bare WebSocket reader's at the same load.
 
-For each load, alternately: (1) the floor: a lab bound to the first core, the bare
+For each load, alternately: (1) the bare reader: a lab bound to the first core, the bare
 reader of bench/reader_floor.rs (one thread, no runtime) on the second with the given
 number of subscribers, and a few loadgen senders beside it posting the messages; (2)
 the loadgen itself at the same load (`loadgen --mode ws`, its own child lab). Prints,
@@ -11,7 +11,10 @@ them to `--out` (default `results/floor/<UTC time>/`).
     cargo build --release && cargo build --release -p loadgen --example reader_floor
     python3 bench/reader_floor.py --repeat 2
 
-With `--uring` the floor is read with io_uring receives too (build the example with
+The loadgen's CPU includes its senders' work; the bare reader's senders are another
+process, not counted in its figure.
+
+With `--uring` the bare reader also runs with io_uring receives (build the example with
 `--features uring`).
 """
 
@@ -37,6 +40,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port, proc, seconds=10):
+    import socket
+    end = time.time() + seconds
+    while time.time() < end:
+        if proc.poll() is not None:
+            sys.exit(f"the lab exited ({proc.returncode}) before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"the lab did not listen on {port} within {seconds} s")
+
+
+def first_line(pipe, seconds):
+    import select
+    ready, _, _ = select.select([pipe], [], [], seconds)
+    return pipe.readline() if ready else ""
+
+
 def on(core):
     return lambda: os.sched_setaffinity(0, {core})
 
@@ -47,8 +70,9 @@ def floor(users, rate, uring, warmup, duration):
     room = f"floor-{int(time.time())}"
     lab = subprocess.Popen([os.path.join(REL, "lab"), "--addr", addr, "--threads", "1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=on(0))
+    r = None
     try:
-        time.sleep(0.5)
+        wait_for_port(port, lab)
         reader = [os.path.join(REL, "examples", "reader_floor"), "--target", addr, "--room", room,
                   "--users", str(users), "--server-pid", str(lab.pid),
                   "--warmup", str(warmup), "--duration", str(duration)]
@@ -56,7 +80,7 @@ def floor(users, rate, uring, warmup, duration):
             reader.append("--uring")
         r = subprocess.Popen(reader, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=on(1))
-        said = r.stderr.readline()
+        said = first_line(r.stderr, 60 + users / 100)
         if not said.startswith("connected"):
             sys.exit(f"reader_floor failed: {said.strip()} {r.stderr.read().strip()}")
         send_for = warmup + duration + 2
@@ -65,27 +89,33 @@ def floor(users, rate, uring, warmup, duration):
              "--users", str(SENDERS), "--senders", str(SENDERS), "--rate", str(rate),
              "--duration", f"{send_for}s", "--warmup", "1s", "--quiet", "--no-pin",
              "--json", os.devnull],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=on(1))
-        out, err = r.communicate(timeout=120)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=on(1),
+            timeout=send_for + 60)
+        out, err = r.communicate(timeout=60)
         if r.returncode != 0:
             sys.exit(f"reader_floor failed: {err.strip()}")
         if senders.returncode != 0:
             sys.exit(f"the senders failed: {senders.stderr.strip()}")
     finally:
-        lab.terminate()
-        lab.wait()
+        for p in (r, lab):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
     row = next(csv.DictReader(io.StringIO(out)))
     share = users / (users + SENDERS)
     client = float(row["reader_us_per_delivery"])
     server = float(row["server_us_per_reader_delivery"]) * share
     return {
-        "client": "floor (" + row["reader"] + ")",
+        "client": "reader (" + row["reader"] + ")",
         "client_us": client,
         "client_system_us": float(row["reader_system_us_per_delivery"]),
         "server_us": server,
         "server_system_us": float(row["server_system_us_per_reader_delivery"]) * share,
         "p99_ms": None,
         "reads_per_delivery": float(row["reads"]) / float(row["deliveries"]),
+        "deliveries": int(float(row["deliveries"])),
+        "waits": int(row["waits"]),
+        "window_s": duration,
     }
 
 
@@ -105,6 +135,9 @@ def loadgen(users, rate, out_dir, tag):
         "server_system_us": (srv.get("system_cpu_seconds") or 0) / n * 1e6,
         "p99_ms": run["latency_us"]["p99"] / 1000,
         "reads_per_delivery": None,
+        "deliveries": n,
+        "waits": None,
+        "window_s": run.get("counted_s"),
     }
 
 
@@ -121,8 +154,16 @@ def main():
     out_dir = a.out or os.path.join(ROOT, "results", "floor", time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime()))
     os.makedirs(out_dir, exist_ok=True)
     rows = []
+    loads = []
     for load in a.loads.split(","):
-        users, rate = (int(x) for x in load.split("x"))
+        try:
+            users, rate = (int(x) for x in load.split("x"))
+        except ValueError:
+            sys.exit(f"--loads: {load!r} is not USERSxRATE, e.g. 1000x100")
+        if users < 1 or rate < 1:
+            sys.exit(f"--loads: {load!r} needs at least one user and one message a second")
+        loads.append((load, users, rate))
+    for load, users, rate in loads:
         for k in range(a.repeat):
             kinds = [("epoll", False)] + ([("io_uring", True)] if a.uring else [])
             for name, uring in kinds:

@@ -1,7 +1,9 @@
-//! The least CPU a WebSocket client can spend per delivery on this machine: N
-//! subscribers read by one thread with no async runtime and no accounting beyond each
-//! message's latency, so that the loadgen's CPU per delivery can be set against a
-//! floor rather than against the server's alone.
+//! A bare WebSocket reader's CPU per delivery on this machine: N subscribers read by
+//! one thread with no async runtime and no accounting beyond each message's latency,
+//! so that the loadgen's CPU per delivery can be set against what a client with next
+//! to no user space spends, not against the server's alone. It is not a strict lower
+//! bound: the kernel's part of a client's CPU depends on how often it sleeps and is
+//! woken, and a busier client (the loadgen) may pay less of it.
 //!
 //! It connects `--users` WebSockets to a running lab, reads them with one `epoll`
 //! loop (or, built with `--features uring`, with io_uring receives and no `epoll` at
@@ -16,7 +18,7 @@
 //! another process, whose clock (wall time at its start plus a monotonic offset, as
 //! the loadgen keeps it) may stand a few milliseconds off this one's. The loadgen also
 //! parses the whole message, tracks ids and reconnects, which is what sits between
-//! this floor and its own figure.
+//! this reader's user time and its own.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -117,6 +119,8 @@ impl Sub {
              upgrade: websocket\r\nsec-websocket-version: 13\r\n\
              sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         )?;
+        // A server that never answers fails the run instead of hanging it.
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -153,17 +157,27 @@ impl Sub {
                 127 => return Err("a frame over 64 KiB".into()),
                 n => (2, n as usize),
             };
+            if head + len > self.buf.len() {
+                return Err(format!("a frame of {len} bytes, over this reader's buffer"));
+            }
             if b.len() - p < head + len {
                 break;
             }
             let payload = &b[p + head..p + head + len];
-            if b[p] & 0x8f == 0x81 {
-                std::str::from_utf8(payload).map_err(|_| "text is not UTF-8")?;
-                let ts = client_ts(payload).ok_or("a message without client_ts")?;
-                tally.deliveries += 1;
-                tally
-                    .latency
-                    .saturating_record(now.saturating_sub(ts).max(1));
+            match b[p] & 0x8f {
+                0x81 => {
+                    std::str::from_utf8(payload).map_err(|_| "text is not UTF-8")?;
+                    let ts = client_ts(payload).ok_or("a message without client_ts")?;
+                    tally.deliveries += 1;
+                    tally
+                        .latency
+                        .saturating_record(now.saturating_sub(ts).max(1));
+                }
+                // A ping is answered at once, so that a long run keeps its subscribers.
+                0x89 => pong(&mut self.stream, payload)?,
+                0x8a => {}
+                0x88 => return Err("the server closed the connection".into()),
+                op => return Err(format!("an unexpected frame (first byte {op:#04x})")),
             }
             p += head + len;
         }
@@ -173,11 +187,25 @@ impl Sub {
     }
 }
 
+/// Sends a masked pong carrying the ping's payload (control payloads are at most 125
+/// bytes, and a zero mask leaves them as they are).
+fn pong(stream: &mut TcpStream, payload: &[u8]) -> Result<(), String> {
+    let mut frame = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    stream
+        .write_all(&frame)
+        .map_err(|e| format!("answering a ping: {e}"))
+}
+
 fn client_ts(json: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"client_ts\":";
     let at = memchr::memmem::find(json, KEY)? + KEY.len();
-    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit());
-    Some(digits.fold(0, |v, &d| v * 10 + u64::from(d - b'0')))
+    let digits: Vec<u8> = json[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 /// Reads until `end`, calling `mark` before each wait (it notes the window's start).
@@ -199,7 +227,12 @@ fn epoll_loop(
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: i as u64,
         };
-        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.stream.as_raw_fd(), &mut ev) };
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.stream.as_raw_fd(), &mut ev) } < 0 {
+            return Err(format!(
+                "watching subscriber {i}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     while Instant::now() < end {
@@ -207,7 +240,8 @@ fn epoll_loop(
         let k = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 1024, 100) };
         tally.waits += 1;
         for e in &events[..k.max(0) as usize] {
-            let s = &mut subs[e.u64 as usize];
+            let i = e.u64 as usize;
+            let s = &mut subs[i];
             // Edge-triggered: read until a read comes back short.
             loop {
                 let room = &mut s.buf[s.len..];
@@ -215,10 +249,19 @@ fn epoll_loop(
                 let n =
                     unsafe { libc::recv(s.stream.as_raw_fd(), room.as_mut_ptr().cast(), want, 0) };
                 tally.reads += 1;
-                if n <= 0 {
-                    break;
+                if n == 0 {
+                    return Err(format!("subscriber {i}: the server closed the connection"));
                 }
-                s.frames(n as usize, tally)?;
+                if n < 0 {
+                    let err = std::io::Error::last_os_error();
+                    match err.kind() {
+                        std::io::ErrorKind::WouldBlock => break,
+                        std::io::ErrorKind::Interrupted => continue,
+                        _ => return Err(format!("subscriber {i}: {err}")),
+                    }
+                }
+                s.frames(n as usize, tally)
+                    .map_err(|e| format!("subscriber {i}: {e}"))?;
                 if (n as usize) < want {
                     break;
                 }
@@ -268,7 +311,12 @@ fn uring_loop(
         mark(tally);
         let ts = types::Timespec::new().nsec(100_000_000);
         let args = types::SubmitArgs::new().timespec(&ts);
-        let _ = ring.submitter().submit_with_args(1, &args);
+        // A wait that times out (ETIME) or is interrupted is a wait like any other.
+        if let Err(err) = ring.submitter().submit_with_args(1, &args)
+            && !matches!(err.raw_os_error(), Some(libc::ETIME | libc::EINTR))
+        {
+            return Err(format!("waiting on the ring: {err}"));
+        }
         tally.waits += 1;
         done.clear();
         done.extend(
@@ -280,7 +328,9 @@ fn uring_loop(
             if n <= 0 {
                 return Err(format!("subscriber {i}: receive answered {n}"));
             }
-            subs[i].frames(n as usize, tally)?;
+            subs[i]
+                .frames(n as usize, tally)
+                .map_err(|e| format!("subscriber {i}: {e}"))?;
             arm(&mut ring, i, &mut subs[i])?;
         }
     }
@@ -291,6 +341,9 @@ fn uring_loop(
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
+    if args.users == 0 {
+        return Err("--users must be at least 1".into());
+    }
     let run: Loop = if args.uring {
         #[cfg(feature = "uring")]
         {
