@@ -363,6 +363,14 @@ impl Conn {
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes).await.map_err(io_err)
     }
+
+    /// The socket, out of tokio's hands (non-blocking), with the bytes read and not
+    /// used yet and the count its reads are added to: for the worker's pump
+    /// (`crate::pump`).
+    pub(crate) fn into_parts(self) -> io::Result<(std::net::TcpStream, Vec<u8>, Arc<AtomicU64>)> {
+        let unread = self.buf[self.start..].to_vec();
+        Ok((self.stream.into_std()?, unread, self.bytes))
+    }
 }
 
 fn expect(head: &Head, want: u16, path: &str) -> Result<(), ClientError> {

@@ -11,6 +11,7 @@
 //! - [`transport`]: one file per transport behind the `Receiver` trait, and the list.
 //! - [`sender`]: the open-model send schedule and its connection pool.
 //! - [`h1`]: a user's own HTTP/1.1 connection (polls, SSE stream, WebSocket upgrade).
+//! - [`pump`]: one read loop per worker over its users' subscribed WebSockets.
 //! - [`conn`]: hyper HTTP/1.1 connections for senders and checks, bytes counted.
 //! - [`wire`]: the protocol shapes, parsed for what is needed only.
 //! - [`tracker`]: per-user id accounting (lost, duplicated, out of order).
@@ -35,6 +36,7 @@ pub mod h1;
 pub mod machine;
 pub mod metrics;
 pub mod progress;
+pub mod pump;
 pub mod report;
 pub mod runner;
 pub mod scenario;

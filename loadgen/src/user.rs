@@ -2,6 +2,7 @@
 //! where "now" is, subscribe after it, receive and account until told to stop,
 //! reconnecting from the highest id seen whenever the connection breaks.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 use crate::conn::answered;
 use crate::error::ClientError;
 use crate::h1::Conn;
+use crate::pump::Feed;
 use crate::tracker::Tracker;
 use crate::transport::{Received, Receiver, Sub};
 use crate::wire::{self, Msg};
@@ -150,15 +152,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     let started = Instant::now().min(plan.start_at + TIMER_GRAIN);
     let sc = &ctx.shared.scenario;
     let client = format!("lg{}-{}", sc.seed, plan.index);
-    let sub = Sub {
-        room: &sc.room,
-        client: &client,
-        poll_interval: sc.poll_interval,
-        long_poll_timeout_ms: sc.long_poll_timeout.as_millis() as u64,
-        phase: phase(sc.seed, plan.index),
-    };
-    let mut user = User {
-        ctx: &ctx,
+    let acct = Rc::new(RefCell::new(Account {
         rec: UserRecord {
             transport: plan.transport,
             target: plan.target,
@@ -167,6 +161,24 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             tracker: Tracker::default(),
         },
         cursor: 0,
+    }));
+    let sub = Sub {
+        room: &sc.room,
+        client: &client,
+        poll_interval: sc.poll_interval,
+        long_poll_timeout_ms: sc.long_poll_timeout.as_millis() as u64,
+        phase: phase(sc.seed, plan.index),
+        pump: if R::PUMPED {
+            ctx.pump()
+                .map(|pump| (pump, pumped_feed(&ctx, &acct, plan.target)))
+        } else {
+            None
+        },
+    };
+    let mut user = User {
+        ctx: &ctx,
+        transport: plan.transport,
+        acct,
         located: false,
     };
     let mut stop = Stop {
@@ -236,7 +248,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             continue;
         };
         let got = {
-            let next = rx.next(&sub, user.cursor);
+            let next = rx.next(&sub, user.cursor());
             tokio::pin!(next);
             loop {
                 let through = || user.through::<R>();
@@ -273,30 +285,72 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
             }
         }
     }
-    if user.rec.subscribed {
+    // The receiver (and with it any pumped socket) and the pump's hold on the user's
+    // accounting go first.
+    drop(receiver);
+    drop(sub);
+    let User { acct, .. } = user;
+    let rec = match Rc::try_unwrap(acct) {
+        Ok(acct) => acct.into_inner().rec,
+        Err(shared) => shared.borrow().rec.clone(),
+    };
+    if rec.subscribed {
         ctx.progress.users.fetch_sub(1, Ordering::Relaxed);
     }
-    user.rec
+    rec
+}
+
+/// How the worker's pump accounts a user's messages: as the user's task would, then
+/// whether the user has every id it is owed (the last id of the run, or the last it
+/// was owed when it left), so that its task is woken to stop.
+fn pumped_feed(ctx: &Rc<WorkerCtx>, acct: &Rc<RefCell<Account>>, target: usize) -> Feed {
+    let (ctx, acct) = (ctx.clone(), acct.clone());
+    Rc::new(move |received| {
+        let mut a = acct.borrow_mut();
+        a.feed(&ctx, received);
+        let end = match (a.rec.end, ctx.finals.get()) {
+            (Some(end), _) => Some(end),
+            (None, Some(Some(f))) => Some(f[target]),
+            // The runner went away: the task stops.
+            (None, Some(None)) => return true,
+            (None, None) => None,
+        };
+        end.is_some_and(|end| a.rec.tracker.complete_through() >= end)
+    })
+}
+
+/// What a user has received, shared with the worker's pump when its socket is
+/// pumped: the pump accounts messages into it, the user's task reads it.
+struct Account {
+    rec: UserRecord,
+    /// The `after` of the next poll or reconnect.
+    cursor: u64,
 }
 
 struct User<'a> {
     ctx: &'a WorkerCtx,
-    rec: UserRecord,
-    /// The `after` of the next poll or reconnect.
-    cursor: u64,
+    transport: usize,
+    /// Borrowed only between awaits: the pump may account into it whenever the task
+    /// waits.
+    acct: Rc<RefCell<Account>>,
     /// Whether the user has learnt where "now" was when it first connected.
     located: bool,
 }
 
 impl User<'_> {
+    fn cursor(&self) -> u64 {
+        self.acct.borrow().cursor
+    }
+
     /// The highest id up to which the user has what it can still get: on a stream
     /// every id (a missing one may yet come, out of order); on a poll, which asks only
     /// for ids above the highest it has seen, that highest id.
     fn through<R: Receiver>(&self) -> u64 {
+        let a = self.acct.borrow();
         if R::STREAM {
-            self.rec.tracker.complete_through()
+            a.rec.tracker.complete_through()
         } else {
-            self.rec.tracker.last()
+            a.rec.tracker.last()
         }
     }
 
@@ -310,7 +364,7 @@ impl User<'_> {
 
     fn count_error(&self, e: &ClientError, receivers_request: bool) {
         let mut stats = self.ctx.stats.borrow_mut();
-        let stats = &mut stats[self.rec.transport];
+        let stats = &mut stats[self.transport];
         if receivers_request && matches!(e, ClientError::Status { .. }) {
             stats.requests += 1;
         }
@@ -334,20 +388,22 @@ impl User<'_> {
         // a user refused all run long owe nothing, and lose nothing).
         if !self.located {
             let now = http.newest(sub.room).await?;
-            self.rec.tracker = Tracker::starting_after(now);
-            self.cursor = now;
+            let mut a = self.acct.borrow_mut();
+            a.rec.tracker = Tracker::starting_after(now);
+            a.cursor = now;
             self.located = true;
         }
-        let rx = R::open(http, sub, self.cursor).await?;
+        let rx = R::open(http, sub, self.cursor()).await?;
         let mut stats = self.ctx.stats.borrow_mut();
         let stats = &mut stats[plan.transport];
         if R::STREAM {
             stats.requests += 1;
         }
-        if self.rec.subscribed {
+        let mut a = self.acct.borrow_mut();
+        if a.rec.subscribed {
             stats.reconnects += 1;
         } else {
-            self.rec.subscribed = true;
+            a.rec.subscribed = true;
             let us = started.elapsed().as_micros() as u64;
             stats.connect.saturating_record(us.max(1));
             self.ctx.progress.users.fetch_add(1, Ordering::Relaxed);
@@ -366,23 +422,30 @@ impl User<'_> {
         .await;
         let end = newest.unwrap_or_else(|e| {
             self.count_error(&e, false);
-            self.rec.tracker.last()
+            self.acct.borrow().rec.tracker.last()
         });
-        self.rec.end = Some(end);
+        self.acct.borrow_mut().rec.end = Some(end);
         stop.set(end);
     }
 
     /// Accounts for what the receiver got.
     fn feed(&mut self, received: Received<'_>) {
-        let now = self.ctx.shared.clock.now_us();
+        self.acct.borrow_mut().feed(self.ctx, received);
+    }
+}
+
+impl Account {
+    /// Accounts for what a receiver got.
+    fn feed(&mut self, ctx: &WorkerCtx, received: Received<'_>) {
+        let now = ctx.shared.clock.now_us();
         let (body, page, wire) = match received {
             Received::Nothing => return,
             Received::Page(body) => (body, true, 0),
             Received::Message { json, wire } => (json, false, wire),
         };
-        let window = self.ctx.shared.window_us;
-        let counting = self.ctx.counting.get();
-        let mut stats = self.ctx.stats.borrow_mut();
+        let window = ctx.shared.window_us;
+        let counting = ctx.counting.get();
+        let mut stats = ctx.stats.borrow_mut();
         let stats = &mut stats[self.rec.transport];
         let mut delivered = 0;
         // Messages due before the counted window, when this was read within it.
@@ -469,11 +532,10 @@ impl User<'_> {
         for (kind, n) in counts {
             if let Some(kind) = kind.filter(|_| n > 0) {
                 stats.errors_of(kind, n);
-                self.ctx.progress.errors.fetch_add(n, Ordering::Relaxed);
+                ctx.progress.errors.fetch_add(n, Ordering::Relaxed);
             }
         }
-        self.ctx
-            .progress
+        ctx.progress
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
     }

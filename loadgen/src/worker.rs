@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::error::LoadgenError;
 use crate::progress::Progress;
+use crate::pump::Pump;
 use crate::scenario::Scenario;
 use crate::sender::{self, Sent};
 use crate::stats::TransportStats;
@@ -47,6 +48,24 @@ pub struct WorkerCtx {
     /// Set when the worker has taken its snapshot of requests and bytes at the
     /// window's start: what is read from then on is in the window's counts.
     pub counting: Cell<bool>,
+    /// The worker's WebSocket pump, started by the first user that needs it.
+    pump: OnceCell<Option<Rc<Pump>>>,
+}
+
+impl WorkerCtx {
+    /// The worker's pump; `None` if it could not be started, or if
+    /// `LOADGEN_WS_IN_TASK` is set (each user then reads its own socket: the way to
+    /// compare the two).
+    pub fn pump(&self) -> Option<Rc<Pump>> {
+        self.pump
+            .get_or_init(|| {
+                if std::env::var_os("LOADGEN_WS_IN_TASK").is_some() {
+                    return None;
+                }
+                Pump::start().ok()
+            })
+            .clone()
+    }
 }
 
 /// The runner's last ids, copied once onto the worker's thread. Users wait on this
@@ -132,6 +151,7 @@ async fn work(shared: Arc<Shared>, job: WorkerJob) -> WorkerReport {
         progress: job.progress,
         finals: Finals::default(),
         counting: Cell::new(false),
+        pump: OnceCell::new(),
     });
     let forward = {
         let ctx = ctx.clone();

@@ -37,6 +37,9 @@ pub struct Sub<'a> {
     pub long_poll_timeout_ms: u64,
     /// Where in the poll interval this user polls, in `[0, 1)`.
     pub phase: f64,
+    /// The worker's pump and the user's accounting, for a receiver that hands its
+    /// socket over ([`Receiver::PUMPED`]); `None`: read in the user's task.
+    pub pump: Option<(Rc<crate::pump::Pump>, crate::pump::Feed)>,
 }
 
 /// The receiving side of one transport. Futures run on a worker's `LocalSet`, so
@@ -50,6 +53,11 @@ pub trait Receiver: Sized + 'static {
     /// seen may still come on it. A poll makes a request per answer, each asking only
     /// for ids above the highest it has seen.
     const STREAM: bool;
+    /// Whether, once subscribed, its socket is read by the worker's pump
+    /// (`crate::pump`), which accounts each message in place: [`Receiver::next`] then
+    /// answers only when the stream ends (`Err`) or the user may have every id it is
+    /// owed ([`Received::Nothing`]).
+    const PUMPED: bool = false;
 
     /// Subscribes on `http` to the messages after `after`.
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError>;

@@ -11,25 +11,115 @@
 //! at most 125 bytes, continuation frames only inside a fragmented message, text that
 //! is UTF-8, and the same size limits as tungstenite's defaults.
 
+use std::rc::Rc;
+
 use super::{Received, Receiver, Sub};
 use crate::error::ClientError;
 use crate::h1::Conn;
+use crate::pump::{Pump, Pumped};
 
 /// tungstenite's default limits.
 const MAX_FRAME: u64 = 16 << 20;
 const MAX_MESSAGE: usize = 64 << 20;
 
 pub struct Ws {
-    conn: Conn,
-    /// A fragmented message being put together: whether it is text, and its bytes.
-    fragmented: Option<bool>,
-    message: Vec<u8>,
-    /// The last complete message was put together in `message`, not read in place.
+    /// The user's connection, until its socket is handed to the worker's pump.
+    conn: Option<Conn>,
+    /// The pump to hand it to, and how the user's messages are accounted there.
+    pump: Option<(Rc<Pump>, crate::pump::Feed)>,
+    pumped: Option<Pumped>,
+    frames: Frames,
+    /// The last complete message was put together in `frames.message`, not read in
+    /// place.
     from_fragments: bool,
     /// Where the last complete message lies in the connection's unread bytes.
     in_place: (usize, usize),
     /// The bytes of the last message's frames, headers included.
     wire: usize,
+}
+
+/// Where a message spread over frames stands, and the bytes of the frames of the
+/// message being read.
+#[derive(Default)]
+pub struct Frames {
+    /// A fragmented message being put together: whether it is text.
+    fragmented: Option<bool>,
+    /// Its bytes; after [`Step::Assembled`], the whole message.
+    pub message: Vec<u8>,
+    wire: usize,
+}
+
+/// What the frame at the start of a buffer was; each but `More` takes the frame's
+/// bytes (the `usize` beside it) off the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A whole frame needs at least this many bytes.
+    More(usize),
+    /// A text message in one frame: its payload is `start..` the frame's end.
+    Text { start: usize, wire: usize },
+    /// A text message of several frames, whole in [`Frames::message`].
+    Assembled { wire: usize },
+    /// A ping whose payload is `start..` the frame's end.
+    Ping { start: usize },
+    /// A binary message, whole.
+    Binary,
+    /// A pong, or a fragment of a message not yet whole.
+    Skip,
+}
+
+impl Frames {
+    /// Reads the frame at the start of `b`: what it was and how many bytes it took.
+    pub fn step(&mut self, b: &[u8]) -> Result<(Step, usize), ClientError> {
+        let h = match header(b)? {
+            Some(h) if (b.len() as u64) >= h.head as u64 + h.len => h,
+            h => return Ok((Step::More(h.map_or(2, |h| h.head + h.len as usize)), 0)),
+        };
+        let (start, end) = (h.head, h.head + h.len as usize);
+        if h.opcode <= 2 {
+            self.wire += end;
+        }
+        let step = match (h.opcode, self.fragmented) {
+            // Close: the server is going away.
+            (8, _) => return Err(ClientError::Closed),
+            (9, _) => Step::Ping { start },
+            (10, _) => Step::Skip,
+            (1 | 2, Some(_)) => return Err(violation("new message inside a fragmented one")),
+            (0, None) => return Err(violation("continuation without a message")),
+            (1 | 2, None) if h.fin => {
+                let wire = std::mem::take(&mut self.wire);
+                if h.opcode == 2 {
+                    Step::Binary
+                } else if std::str::from_utf8(&b[start..end]).is_err() {
+                    return Err(violation("text is not UTF-8"));
+                } else {
+                    Step::Text { start, wire }
+                }
+            }
+            (opcode, _) => {
+                if self.fragmented.is_none() {
+                    self.fragmented = Some(opcode == 1);
+                    self.message.clear();
+                }
+                if self.message.len() + (end - start) > MAX_MESSAGE {
+                    return Err(violation("message too large"));
+                }
+                self.message.extend_from_slice(&b[start..end]);
+                if !h.fin {
+                    Step::Skip
+                } else {
+                    let wire = std::mem::take(&mut self.wire);
+                    if self.fragmented.take() != Some(true) {
+                        Step::Binary
+                    } else if std::str::from_utf8(&self.message).is_err() {
+                        return Err(violation("text is not UTF-8"));
+                    } else {
+                        Step::Assembled { wire }
+                    }
+                }
+            }
+        };
+        Ok((step, end))
+    }
 }
 
 /// One frame's header.
@@ -42,7 +132,7 @@ struct Header {
     len: u64,
 }
 
-fn violation(why: &str) -> ClientError {
+pub(crate) fn violation(why: &str) -> ClientError {
     ClientError::Ws(why.to_owned())
 }
 
@@ -84,18 +174,30 @@ fn header(b: &[u8]) -> Result<Option<Header>, ClientError> {
     }))
 }
 
+/// A pong with `payload`, masked as a client must.
+pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
+    let mask: [u8; 4] = rand::random();
+    let mut frame = Vec::with_capacity(6 + payload.len());
+    frame.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8]);
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
 impl Receiver for Ws {
     const NAME: &'static str = "ws";
     const STREAM: bool = true;
+    const PUMPED: bool = true;
 
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let conn = http
             .upgrade(&format!("/rooms/{}/ws?after={after}", sub.room))
             .await?;
         Ok(Ws {
-            conn,
-            fragmented: None,
-            message: Vec::new(),
+            conn: Some(conn),
+            pump: sub.pump.clone(),
+            pumped: None,
+            frames: Frames::default(),
             from_fragments: false,
             in_place: (0, 0),
             wire: 0,
@@ -103,109 +205,102 @@ impl Receiver for Ws {
     }
 
     async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received<'_>, ClientError> {
-        // Errors keep the kind they had under tungstenite: `websocket`.
-        let got = self.read_message().await.map_err(|e| match e {
-            ClientError::Io(e) => ClientError::Ws(e.to_string()),
-            e => e,
-        })?;
-        if !got {
-            return Ok(Received::Nothing);
+        if self.pumped.is_none() && !self.hand_over()? {
+            // Errors keep the kind they had under tungstenite: `websocket`.
+            let got = self.read_message().await.map_err(|e| match e {
+                ClientError::Io(e) => ClientError::Ws(e.to_string()),
+                e => e,
+            })?;
+            if !got {
+                return Ok(Received::Nothing);
+            }
+            let json = if self.from_fragments {
+                &self.frames.message[..]
+            } else {
+                let (start, end) = self.in_place;
+                &self.conn.as_ref().expect("read in the task").unread()[start..end]
+            };
+            return Ok(Received::Message {
+                json,
+                wire: self.wire,
+            });
         }
-        let json = if self.from_fragments {
-            &self.message[..]
-        } else {
-            let (start, end) = self.in_place;
-            &self.conn.unread()[start..end]
-        };
-        Ok(Received::Message {
-            json,
-            wire: self.wire,
-        })
+        let pumped = self.pumped.as_ref().expect("handed over");
+        pumped.link.wait().await?;
+        // The pump took the messages; the user is to look whether it has them all.
+        Ok(Received::Nothing)
     }
 }
 
 impl Ws {
+    /// Hands the socket to the pump once no whole frame is left in the connection's
+    /// buffer (those are read here, a ping's pong written by the task); whether it
+    /// was handed over.
+    fn hand_over(&mut self) -> Result<bool, ClientError> {
+        let Some((pump, feed)) = self.pump.as_ref() else {
+            return Ok(false);
+        };
+        let conn = self.conn.as_mut().expect("not handed over yet");
+        conn.consume(self.in_place.1);
+        self.in_place = (0, 0);
+        if let Some(h) = header(conn.unread())?
+            && conn.unread().len() as u64 >= h.head as u64 + h.len
+        {
+            return Ok(false);
+        }
+        let conn = self.conn.take().expect("not handed over yet");
+        let (stream, unread, bytes) = conn.into_parts().map_err(|e| ClientError::Ws(e.to_string()))?;
+        let frames = std::mem::take(&mut self.frames);
+        let pumped = pump
+            .open(stream, &unread, frames, bytes, feed.clone())
+            .map_err(|e| ClientError::Ws(e.to_string()))?;
+        self.pumped = Some(pumped);
+        Ok(true)
+    }
+
     /// Reads frames up to the end of a text message (`true`; where it lies is in
     /// `from_fragments` and `in_place`) or of a binary one (`false`).
     async fn read_message(&mut self) -> Result<bool, ClientError> {
+        let conn = self.conn.as_mut().expect("read in the task");
         // The last message read in place is used now.
-        self.conn.consume(self.in_place.1);
+        conn.consume(self.in_place.1);
         self.in_place = (0, 0);
-        self.wire = 0;
         loop {
-            let h = match header(self.conn.unread())? {
-                Some(h) if (self.conn.unread().len() as u64) >= h.head as u64 + h.len => h,
-                h => {
-                    let want = h.map_or(0, |h| h.head + h.len as usize);
-                    if self.conn.fill_to(want).await? == 0 {
+            let (step, end) = match self.frames.step(conn.unread())? {
+                (Step::More(want), _) => {
+                    if conn.fill_to(want).await? == 0 {
                         return Err(violation("connection reset without closing handshake"));
                     }
                     continue;
                 }
+                s => s,
             };
-            let (start, end) = (h.head, h.head + h.len as usize);
-            if h.opcode <= 2 {
-                self.wire += end;
-            }
-            match (h.opcode, self.fragmented) {
-                // Close: the server is going away.
-                (8, _) => return Err(ClientError::Closed),
-                (9, _) => {
-                    let payload = self.conn.unread()[start..end].to_vec();
-                    self.conn.consume(end);
-                    self.pong(&payload).await?;
-                }
-                (10, _) => self.conn.consume(end),
-                (1 | 2, Some(_)) => return Err(violation("new message inside a fragmented one")),
-                (0, None) => return Err(violation("continuation without a message")),
-                (1 | 2, None) if h.fin => {
-                    let text = h.opcode == 1;
-                    if text && std::str::from_utf8(&self.conn.unread()[start..end]).is_err() {
-                        return Err(violation("text is not UTF-8"));
-                    }
-                    if !text {
-                        self.conn.consume(end);
-                        return Ok(false);
-                    }
+            match step {
+                Step::Text { start, wire } => {
                     self.from_fragments = false;
                     self.in_place = (start, end);
+                    self.wire = wire;
                     return Ok(true);
                 }
-                (opcode, _) => {
-                    if self.fragmented.is_none() {
-                        self.fragmented = Some(opcode == 1);
-                        self.message.clear();
-                    }
-                    if self.message.len() + (end - start) > MAX_MESSAGE {
-                        return Err(violation("message too large"));
-                    }
-                    self.message
-                        .extend_from_slice(&self.conn.unread()[start..end]);
-                    self.conn.consume(end);
-                    if h.fin {
-                        let text = self.fragmented.take() == Some(true);
-                        if !text {
-                            return Ok(false);
-                        }
-                        if std::str::from_utf8(&self.message).is_err() {
-                            return Err(violation("text is not UTF-8"));
-                        }
-                        self.from_fragments = true;
-                        return Ok(true);
-                    }
+                Step::Assembled { wire } => {
+                    conn.consume(end);
+                    self.from_fragments = true;
+                    self.wire = wire;
+                    return Ok(true);
                 }
+                Step::Ping { start } => {
+                    let frame = pong_frame(&conn.unread()[start..end]);
+                    conn.consume(end);
+                    conn.write(&frame).await?;
+                }
+                Step::Binary => {
+                    conn.consume(end);
+                    return Ok(false);
+                }
+                Step::Skip => conn.consume(end),
+                Step::More(_) => unreachable!("handled above"),
             }
         }
-    }
-
-    /// Answers a ping: a pong with the same payload, masked as a client must.
-    async fn pong(&mut self, payload: &[u8]) -> Result<(), ClientError> {
-        let mask: [u8; 4] = rand::random();
-        let mut frame = Vec::with_capacity(6 + payload.len());
-        frame.extend_from_slice(&[0x8a, 0x80 | payload.len() as u8]);
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.conn.write(&frame).await
     }
 }
 
@@ -239,8 +334,11 @@ mod tests {
         assert!(h(&[0x89, 0]).unwrap().is_some());
     }
 
-    #[tokio::test]
-    async fn fragments_pings_binary_and_close_as_tungstenite_handled_them() {
+    /// A server that upgrades and writes a ping, a text message in two fragments with
+    /// a pong between them, a binary message, a text message and a close, three bytes
+    /// at a time (after a pause past its upgrade answer, if `pause`); it answers the
+    /// pong it got.
+    async fn script_server(pause: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<[u8; 8]>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,10 +357,10 @@ mod tests {
                 .find_map(|l| l.strip_prefix("sec-websocket-key: "))
                 .unwrap();
             let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let mut out = format!(
+            let head = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
-            )
-            .into_bytes();
+            );
+            let mut out = Vec::new();
             out.extend_from_slice(&[0x89, 2, b'p', b'q']); // ping
             out.extend_from_slice(&[0x01, 2, b'h', b'e']); // text, first fragment
             out.extend_from_slice(&[0x8a, 0]); // pong, between fragments
@@ -270,23 +368,50 @@ mod tests {
             out.extend_from_slice(&[0x82, 1, 0xff]); // binary
             out.extend_from_slice(&[0x81, 1, b'x']);
             out.extend_from_slice(&[0x88, 0]); // close
+            if pause {
+                s.write_all(head.as_bytes()).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            } else {
+                out.splice(0..0, head.into_bytes());
+            }
             for piece in out.chunks(3) {
                 s.write_all(piece).await.unwrap();
-                tokio::task::yield_now().await;
+                if pause {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
             }
             let mut pong = [0u8; 8];
             s.read_exact(&mut pong).await.unwrap();
             pong
         });
-        let target = crate::target::Target::parse(&addr.to_string()).unwrap();
-        let conn = Conn::open(&target, None, Default::default()).await.unwrap();
-        let sub = Sub {
+        (addr, server)
+    }
+
+    fn sub(pump: Option<(Rc<Pump>, crate::pump::Feed)>) -> Sub<'static> {
+        Sub {
             room: "r",
             client: "c",
             poll_interval: std::time::Duration::from_secs(1),
             long_poll_timeout_ms: 0,
             phase: 0.0,
-        };
+            pump,
+        }
+    }
+
+    fn assert_pong_of_pq(pong: [u8; 8]) {
+        assert_eq!(pong[..2], [0x8a, 0x82]);
+        let mask = &pong[2..6];
+        assert_eq!([pong[6] ^ mask[0], pong[7] ^ mask[1]], *b"pq");
+    }
+
+    #[tokio::test]
+    async fn fragments_pings_binary_and_close_as_tungstenite_handled_them() {
+        let (addr, server) = script_server(false).await;
+        let target = crate::target::Target::parse(&addr.to_string()).unwrap();
+        let conn = Conn::open(&target, None, Default::default()).await.unwrap();
+        let sub = sub(None);
         let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
         let mut got = Vec::new();
         let end = loop {
@@ -302,9 +427,55 @@ mod tests {
         // Wire bytes: the two text fragments' frames, not the pong between them.
         assert_eq!(got, ["hello 9", "-", "x 3"]);
         assert!(matches!(end, ClientError::Closed));
-        let pong = server.await.unwrap();
-        assert_eq!(pong[..2], [0x8a, 0x82]);
-        let mask = &pong[2..6];
-        assert_eq!([pong[6] ^ mask[0], pong[7] ^ mask[1]], *b"pq");
+        assert_pong_of_pq(server.await.unwrap());
+    }
+
+    /// The same frames with the worker's pump: what came with the upgrade's answer is
+    /// read in the task, the rest by the pump once the socket is handed over (all of
+    /// it, after a pause), frames split across reads included.
+    #[tokio::test]
+    async fn the_pump_reads_the_same_frames_and_hands_back_the_close() {
+        use std::cell::RefCell;
+
+        for pause in [false, true] {
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    let (addr, server) = script_server(pause).await;
+                    let target = crate::target::Target::parse(&addr.to_string()).unwrap();
+                    let conn = Conn::open(&target, None, Default::default()).await.unwrap();
+                    let got = Rc::new(RefCell::new(Vec::new()));
+                    let feed: crate::pump::Feed = {
+                        let got = got.clone();
+                        Rc::new(move |r| {
+                            if let Received::Message { json, wire } = r {
+                                let text = String::from_utf8(json.to_vec()).unwrap();
+                                got.borrow_mut().push(format!("{text} {wire}"));
+                            }
+                            false
+                        })
+                    };
+                    let sub = sub(Some((Pump::start().unwrap(), feed)));
+                    let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
+                    let end = loop {
+                        match ws.next(&sub, 0).await {
+                            Ok(Received::Message { json, wire }) => {
+                                let text = String::from_utf8(json.to_vec()).unwrap();
+                                got.borrow_mut().push(format!("{text} {wire}"));
+                            }
+                            Ok(Received::Nothing) => {}
+                            Ok(Received::Page(_)) => unreachable!(),
+                            Err(e) => break e,
+                        }
+                    };
+                    assert_eq!(*got.borrow(), ["hello 9", "x 3"], "pause: {pause}");
+                    assert!(matches!(end, ClientError::Closed), "{end}");
+                    if pause {
+                        assert!(ws.pumped.is_some(), "handed over before the frames came");
+                    }
+                    assert_pong_of_pq(server.await.unwrap());
+                })
+                .await;
+        }
     }
 }

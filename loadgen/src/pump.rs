@@ -1,0 +1,329 @@
+//! One read loop per worker over all of its users' WebSockets.
+//!
+//! With a task per user, each message a user receives costs a wake-up: tokio's
+//! readiness for the socket, the `LocalSet` scheduling the user's task, the task's
+//! `select!` over what else may end its wait, a read future. At one message per socket
+//! every 10 ms nothing is batched, and that machinery was about half of the loadgen's
+//! own CPU per delivery. Here a WebSocket, once subscribed, is read by the worker's
+//! pump: one `epoll` set (itself watched by tokio) whose ready sockets are read, their
+//! frames checked and their messages accounted in place, through the user's own
+//! accounting ([`Feed`]). The user's task is woken only when its stream ends or when
+//! it has every id it is owed, and keeps everything else: subscribing, reconnecting,
+//! leaving, the drain, and when to stop.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use crate::error::ClientError;
+use crate::transport::Received;
+use crate::transport::ws::{Frames, Step, pong_frame, violation};
+
+/// The read buffer's size per socket, as a user's own connection has.
+const BUF: usize = 4096;
+/// Ready sockets taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// Accounts for what a pumped socket received; answers whether the user now has every
+/// id it is owed (then its task is woken to stop).
+pub type Feed = Rc<dyn Fn(Received<'_>) -> bool>;
+
+/// What a pumped socket's user holds: how it learns that its stream ended or that it
+/// has what it is owed.
+#[derive(Default)]
+pub struct Link {
+    /// Why the stream ended; taken by the user.
+    ended: RefCell<Option<ClientError>>,
+    /// The socket is closed and out of the pump.
+    closed: Cell<bool>,
+    notify: Notify,
+}
+
+impl Link {
+    /// Waits for the pump's word: `Err` if the stream ended, `Ok` if the user may have
+    /// what it is owed.
+    pub async fn wait(&self) -> Result<(), ClientError> {
+        self.notify.notified().await;
+        match self.ended.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One pumped socket.
+struct Slot {
+    stream: TcpStream,
+    /// `buf[start..filled]` is read and not yet used.
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+    frames: Frames,
+    bytes: Arc<AtomicU64>,
+    feed: Feed,
+    link: Rc<Link>,
+}
+
+/// A worker's pump.
+pub struct Pump {
+    epoll: AsyncFd<OwnedFd>,
+    slots: RefCell<Vec<Option<Slot>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+/// A socket handed to the pump: `open` hands it over, dropping it takes it back.
+pub struct Pumped {
+    pump: Rc<Pump>,
+    key: usize,
+    pub link: Rc<Link>,
+}
+
+impl Drop for Pumped {
+    fn drop(&mut self) {
+        if !self.link.closed.get() {
+            self.pump.remove(self.key);
+        }
+    }
+}
+
+impl Pump {
+    /// A pump with its loop spawned on the current `LocalSet`.
+    pub fn start() -> io::Result<Rc<Pump>> {
+        // SAFETY: epoll_create1 has no preconditions; the descriptor is owned below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and nothing else owns it; the `OwnedFd` keeps
+        // it open, and refers to it alone, for as long as the `AsyncFd` lives.
+        let epoll = unsafe {
+            AsyncFd::register_with_interest(OwnedFd::from_raw_fd(fd), Interest::READABLE)
+        }?;
+        let pump = Rc::new(Pump {
+            epoll,
+            slots: RefCell::default(),
+            free: RefCell::default(),
+        });
+        tokio::task::spawn_local(pump.clone().run());
+        Ok(pump)
+    }
+
+    /// Takes over `stream`, with the bytes already read from it and the state of a
+    /// message begun in them; `bytes` counts what is read from now on.
+    pub fn open(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        unread: &[u8],
+        frames: Frames,
+        bytes: Arc<AtomicU64>,
+        feed: Feed,
+    ) -> io::Result<Pumped> {
+        let mut buf = vec![0; BUF.max(unread.len() + BUF / 4)];
+        buf[..unread.len()].copy_from_slice(unread);
+        let link = Rc::new(Link::default());
+        let fd = stream.as_raw_fd();
+        let slot = Slot {
+            stream,
+            buf,
+            start: 0,
+            filled: unread.len(),
+            frames,
+            bytes,
+            feed,
+            link: link.clone(),
+        };
+        let key = match self.free.borrow_mut().pop() {
+            Some(k) => {
+                self.slots.borrow_mut()[k] = Some(slot);
+                k
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(Some(slot));
+                slots.len() - 1
+            }
+        };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: key as u64,
+        };
+        // SAFETY: both descriptors are open; the event is read during the call only.
+        let added = unsafe {
+            libc::epoll_ctl(
+                self.epoll.get_ref().as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd,
+                &mut ev,
+            )
+        };
+        if added < 0 {
+            let e = io::Error::last_os_error();
+            self.slots.borrow_mut()[key] = None;
+            self.free.borrow_mut().push(key);
+            return Err(e);
+        }
+        let pumped = Pumped {
+            pump: self.clone(),
+            key,
+            link,
+        };
+        // A whole message may have come with the bytes before the hand-over: the
+        // socket need not be readable again for it to be taken.
+        if unread.len() >= 2 {
+            self.service(key, false);
+        }
+        Ok(pumped)
+    }
+
+    fn remove(&self, key: usize) {
+        let Some(slot) = self.slots.borrow_mut().get_mut(key).and_then(Option::take) else {
+            return;
+        };
+        // SAFETY: both descriptors are open; a removal passes no event.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.get_ref().as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                slot.stream.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+        slot.link.closed.set(true);
+        self.free.borrow_mut().push(key);
+    }
+
+    async fn run(self: Rc<Self>) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        loop {
+            let Ok(mut ready) = self.epoll.readable().await else {
+                return;
+            };
+            // SAFETY: the buffer holds `EVENTS` events; a zero timeout never blocks.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.get_ref().as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as i32,
+                    0,
+                )
+            };
+            // Fewer events than asked for: none was left. One that comes after the
+            // `epoll_wait` makes the set readable to tokio again, and the
+            // readiness cleared here is set again at tokio's next look.
+            if (n as usize) < EVENTS {
+                ready.clear_ready();
+            } else {
+                drop(ready);
+            }
+            for e in &events[..n.max(0) as usize] {
+                self.service(e.u64 as usize, true);
+            }
+        }
+    }
+
+    /// Reads what the socket has (if `read`) and takes every whole message out of its
+    /// buffer; ends the slot on an error.
+    fn service(&self, key: usize, read: bool) {
+        let (outcome, link) = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(Some(slot)) = slots.get_mut(key) else {
+                return;
+            };
+            (slot.take(read), slot.link.clone())
+        };
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => link.notify.notify_one(),
+            Err(e) => {
+                self.remove(key);
+                *link.ended.borrow_mut() = Some(e);
+                link.notify.notify_one();
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Reads until the socket has nothing more (if `read`), accounting each message;
+    /// whether the user now has every id it is owed.
+    fn take(&mut self, read: bool) -> Result<bool, ClientError> {
+        let mut owed_all = self.messages()?;
+        if !read {
+            return Ok(owed_all);
+        }
+        loop {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.filled, 0);
+                self.filled -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.filled < BUF / 4 {
+                let grown = self.buf.len() + BUF;
+                self.buf.resize(grown, 0);
+            }
+            let room = self.buf.len() - self.filled;
+            let n = match (&self.stream).read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(violation("connection reset without closing handshake")),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(owed_all),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ClientError::Ws(e.to_string())),
+            };
+            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.filled += n;
+            owed_all |= self.messages()?;
+            // A short read emptied the socket; anything that comes after it is a new
+            // edge in the (edge-triggered) set.
+            if n < room {
+                return Ok(owed_all);
+            }
+        }
+    }
+
+    /// Takes every whole frame out of the buffer.
+    fn messages(&mut self) -> Result<bool, ClientError> {
+        let mut owed_all = false;
+        loop {
+            let unread = &self.buf[self.start..self.filled];
+            let (step, end) = match self.frames.step(unread)? {
+                (Step::More(want), _) => {
+                    if want > self.buf.len() - self.start {
+                        let grown = self.start + want + BUF / 4;
+                        self.buf.resize(grown, 0);
+                    }
+                    return Ok(owed_all);
+                }
+                s => s,
+            };
+            match step {
+                Step::Text { start, wire } => {
+                    let json = &unread[start..end];
+                    owed_all |= (self.feed)(Received::Message { json, wire });
+                }
+                Step::Assembled { wire } => {
+                    let json = &self.frames.message[..];
+                    owed_all |= (self.feed)(Received::Message { json, wire });
+                }
+                Step::Ping { start } => {
+                    let frame = pong_frame(&unread[start..end]);
+                    match (&self.stream).write(&frame) {
+                        Ok(n) if n == frame.len() => {}
+                        Ok(_) => return Err(violation("a pong could not be written whole")),
+                        Err(e) => return Err(ClientError::Ws(e.to_string())),
+                    }
+                }
+                Step::Binary | Step::Skip => {}
+                Step::More(_) => unreachable!("handled above"),
+            }
+            self.start += end;
+        }
+    }
+}
