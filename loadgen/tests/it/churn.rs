@@ -41,3 +41,27 @@ fn a_user_added_and_removed_mid_run_is_accounted_for() {
         assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
     }
 }
+
+/// WebSocket users are read by their worker's pump, not by their own tasks: each must
+/// still stop as soon as it has every id it is owed (the run's last, or the last
+/// before it left), not at the end of a drain that is given a minute here.
+#[test]
+fn pumped_users_stop_once_they_have_what_they_are_owed() {
+    let server = Server::start();
+    let t = transport("ws");
+    let mut sc = short(Mix::Only(t), 4, "churn-prompt-ws");
+    sc.drain_timeout = Duration::from_secs(60);
+    sc.churn = vec![Churn {
+        transport: t,
+        join_after: Duration::from_millis(400),
+        leave_after: Duration::from_millis(1000),
+    }];
+    let started = std::time::Instant::now();
+    let r = server.run(&sc).remove(0);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "the run took {took:?}");
+    let d = r.deliveries;
+    assert_eq!((d.lost, d.duplicated), (0, 0), "{d:?}");
+    assert_eq!(d.received, d.expected);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+}
