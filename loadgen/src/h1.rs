@@ -1,6 +1,7 @@
 //! A simulated user's own HTTP/1.1 connection: `GET` requests with keep-alive, a
 //! streamed body (SSE) and the WebSocket upgrade, read and written by the user's task
-//! itself.
+//! itself (a subscribed WebSocket's socket is then handed to the worker's pump,
+//! `crate::pump`).
 //!
 //! Users do not go through hyper's client: with it every message a user receives
 //! costs two task wake-ups (hyper's connection task, then the user's), a channel hop
@@ -362,6 +363,11 @@ impl Conn {
     /// Writes all of `bytes`.
     pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream.write_all(bytes).await.map_err(io_err)
+    }
+
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.stream)
     }
 
     /// The socket, out of tokio's hands (non-blocking), with the bytes read and not

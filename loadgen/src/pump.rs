@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +42,9 @@ pub type Feed = Rc<dyn Fn(Received<'_>) -> bool>;
 pub struct Link {
     /// Why the stream ended; taken by the user.
     ended: RefCell<Option<ClientError>>,
-    /// The socket is closed and out of the pump.
+    /// The pump has accounted a message since the user last asked ([`Link::fed`]).
+    fed: Cell<bool>,
+    /// The socket is closed and out of the pump (or on its way out).
     closed: Cell<bool>,
     notify: Notify,
 }
@@ -57,6 +59,12 @@ impl Link {
             None => Ok(()),
         }
     }
+
+    /// Whether the pump accounted a message since the last call: a stream that
+    /// delivered before it broke is resumed at once, as one read in the task is.
+    pub fn fed(&self) -> bool {
+        self.fed.replace(false)
+    }
 }
 
 /// One pumped socket.
@@ -67,6 +75,11 @@ struct Slot {
     start: usize,
     filled: usize,
     frames: Frames,
+    /// Pong bytes the socket would not take yet.
+    unsent: Vec<u8>,
+    /// The user has every id it is owed: nothing more is read or accounted (its task
+    /// closes the socket when it runs).
+    done: bool,
     bytes: Arc<AtomicU64>,
     feed: Feed,
     link: Rc<Link>,
@@ -79,7 +92,7 @@ pub struct Pump {
     free: RefCell<Vec<usize>>,
 }
 
-/// A socket handed to the pump: `open` hands it over, dropping it takes it back.
+/// A socket handed to the pump: [`Pump::open`] hands it over, dropping this closes it.
 pub struct Pumped {
     pump: Rc<Pump>,
     key: usize,
@@ -88,7 +101,7 @@ pub struct Pumped {
 
 impl Drop for Pumped {
     fn drop(&mut self) {
-        if !self.link.closed.get() {
+        if !self.link.closed.replace(true) {
             self.pump.remove(self.key);
         }
     }
@@ -116,38 +129,14 @@ impl Pump {
         Ok(pump)
     }
 
-    /// Takes over `stream`, with the bytes already read from it and the state of a
-    /// message begun in them; `bytes` counts what is read from now on.
-    pub fn open(
-        self: &Rc<Self>,
-        stream: TcpStream,
-        unread: &[u8],
-        frames: Frames,
-        bytes: Arc<AtomicU64>,
-        feed: Feed,
-    ) -> io::Result<Pumped> {
-        let mut buf = vec![0; BUF.max(unread.len() + BUF / 4)];
-        buf[..unread.len()].copy_from_slice(unread);
-        let link = Rc::new(Link::default());
-        let fd = stream.as_raw_fd();
-        let slot = Slot {
-            stream,
-            buf,
-            start: 0,
-            filled: unread.len(),
-            frames,
-            bytes,
-            feed,
-            link: link.clone(),
-        };
+    /// Adds the socket `fd` to the set under a new key, before it is handed over with
+    /// [`Pump::open`]: a failure here leaves the socket with its user.
+    pub fn watch(&self, fd: RawFd) -> io::Result<usize> {
         let key = match self.free.borrow_mut().pop() {
-            Some(k) => {
-                self.slots.borrow_mut()[k] = Some(slot);
-                k
-            }
+            Some(k) => k,
             None => {
                 let mut slots = self.slots.borrow_mut();
-                slots.push(Some(slot));
+                slots.push(None);
                 slots.len() - 1
             }
         };
@@ -165,28 +154,74 @@ impl Pump {
             )
         };
         if added < 0 {
-            let e = io::Error::last_os_error();
-            self.slots.borrow_mut()[key] = None;
             self.free.borrow_mut().push(key);
-            return Err(e);
+            return Err(io::Error::last_os_error());
         }
-        let pumped = Pumped {
+        Ok(key)
+    }
+
+    /// Gives back a key from [`Pump::watch`] whose socket was not handed over.
+    pub fn unwatch(&self, key: usize, fd: RawFd) {
+        // SAFETY: both descriptors are open; a removal passes no event.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.get_ref().as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+        self.free.borrow_mut().push(key);
+    }
+
+    /// Takes over `stream`, watched under `key`, with the bytes already read from it
+    /// and the state of a message begun in them; `bytes` counts what is read from now
+    /// on.
+    pub fn open(
+        self: &Rc<Self>,
+        key: usize,
+        stream: TcpStream,
+        unread: &[u8],
+        frames: Frames,
+        bytes: Arc<AtomicU64>,
+        feed: Feed,
+    ) -> Pumped {
+        let mut buf = vec![0; BUF.max(unread.len() + BUF / 4)];
+        buf[..unread.len()].copy_from_slice(unread);
+        let link = Rc::new(Link::default());
+        self.slots.borrow_mut()[key] = Some(Slot {
+            stream,
+            buf,
+            start: 0,
+            filled: unread.len(),
+            frames,
+            unsent: Vec::new(),
+            done: false,
+            bytes,
+            feed,
+            link: link.clone(),
+        });
+        // Whole frames among the bytes handed over (none when the task read them
+        // first) are taken now: the socket need not become readable again for them.
+        if unread.len() >= 2 {
+            self.service(key, Reading::No);
+        }
+        Pumped {
             pump: self.clone(),
             key,
             link,
-        };
-        // A whole message may have come with the bytes before the hand-over: the
-        // socket need not be readable again for it to be taken.
-        if unread.len() >= 2 {
-            self.service(key, false);
         }
-        Ok(pumped)
     }
 
+    /// Takes the slot out of the set and closes its socket.
     fn remove(&self, key: usize) {
-        let Some(slot) = self.slots.borrow_mut().get_mut(key).and_then(Option::take) else {
-            return;
-        };
+        let slot = self.slots.borrow_mut().get_mut(key).and_then(Option::take);
+        if let Some(slot) = slot {
+            self.close(key, slot);
+        }
+    }
+
+    fn close(&self, key: usize, slot: Slot) {
         // SAFETY: both descriptors are open; a removal passes no event.
         unsafe {
             libc::epoll_ctl(
@@ -224,26 +259,35 @@ impl Pump {
                 drop(ready);
             }
             for e in &events[..n.max(0) as usize] {
-                self.service(e.u64 as usize, true);
+                let hup = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                let read = if e.events & hup != 0 {
+                    Reading::ToEnd
+                } else {
+                    Reading::Drained
+                };
+                self.service(e.u64 as usize, read);
             }
         }
     }
 
-    /// Reads what the socket has (if `read`) and takes every whole message out of its
-    /// buffer; ends the slot on an error.
-    fn service(&self, key: usize, read: bool) {
-        let (outcome, link) = {
-            let mut slots = self.slots.borrow_mut();
-            let Some(Some(slot)) = slots.get_mut(key) else {
-                return;
-            };
-            (slot.take(read), slot.link.clone())
+    /// Reads what the socket has and takes every whole message out of its buffer;
+    /// ends the slot on an error. The slot is out of the set meanwhile, so that what
+    /// its user's accounting does cannot reach the set while it is borrowed.
+    fn service(&self, key: usize, read: Reading) {
+        let Some(mut slot) = self.slots.borrow_mut().get_mut(key).and_then(Option::take) else {
+            return;
         };
+        let outcome = slot.take(read);
+        let link = slot.link.clone();
+        if outcome.is_err() || link.closed.get() {
+            self.close(key, slot);
+        } else {
+            self.slots.borrow_mut()[key] = Some(slot);
+        }
         match outcome {
             Ok(false) => {}
             Ok(true) => link.notify.notify_one(),
             Err(e) => {
-                self.remove(key);
                 *link.ended.borrow_mut() = Some(e);
                 link.notify.notify_one();
             }
@@ -251,13 +295,29 @@ impl Pump {
     }
 }
 
+/// How far a slot reads its socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Not at all: only what is in the buffer.
+    No,
+    /// Until a read comes back short: the socket was emptied, and anything that comes
+    /// after it is a new edge in the (edge-triggered) set.
+    Drained,
+    /// Until the end of the stream or `WouldBlock`: the peer has closed (or the
+    /// socket failed), and no new edge will come for what is left.
+    ToEnd,
+}
+
 impl Slot {
-    /// Reads until the socket has nothing more (if `read`), accounting each message;
-    /// whether the user now has every id it is owed.
-    fn take(&mut self, read: bool) -> Result<bool, ClientError> {
-        let mut owed_all = self.messages()?;
-        if !read {
-            return Ok(owed_all);
+    /// Reads as `read` says, accounting each message; whether the user now has every
+    /// id it is owed.
+    fn take(&mut self, read: Reading) -> Result<bool, ClientError> {
+        if self.done {
+            return Ok(true);
+        }
+        self.flush()?;
+        if self.messages()? || read == Reading::No {
+            return Ok(self.done);
         }
         loop {
             if self.start > 0 {
@@ -273,24 +333,24 @@ impl Slot {
             let n = match (&self.stream).read(&mut self.buf[self.filled..]) {
                 Ok(0) => return Err(violation("connection reset without closing handshake")),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(owed_all),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ClientError::Ws(e.to_string())),
             };
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.filled += n;
-            owed_all |= self.messages()?;
-            // A short read emptied the socket; anything that comes after it is a new
-            // edge in the (edge-triggered) set.
-            if n < room {
-                return Ok(owed_all);
+            if self.messages()? {
+                return Ok(true);
+            }
+            if n < room && read == Reading::Drained {
+                return Ok(false);
             }
         }
     }
 
-    /// Takes every whole frame out of the buffer.
+    /// Takes whole frames out of the buffer until none is left or the user has every
+    /// id it is owed (`true`: nothing after that is accounted).
     fn messages(&mut self) -> Result<bool, ClientError> {
-        let mut owed_all = false;
         loop {
             let unread = &self.buf[self.start..self.filled];
             let (step, end) = match self.frames.step(unread)? {
@@ -299,31 +359,51 @@ impl Slot {
                         let grown = self.start + want + BUF / 4;
                         self.buf.resize(grown, 0);
                     }
-                    return Ok(owed_all);
+                    return Ok(false);
                 }
                 s => s,
             };
-            match step {
+            let owed_all = match step {
                 Step::Text { start, wire } => {
+                    self.link.fed.set(true);
                     let json = &unread[start..end];
-                    owed_all |= (self.feed)(Received::Message { json, wire });
+                    (self.feed)(Received::Message { json, wire })
                 }
                 Step::Assembled { wire } => {
+                    self.link.fed.set(true);
                     let json = &self.frames.message[..];
-                    owed_all |= (self.feed)(Received::Message { json, wire });
+                    (self.feed)(Received::Message { json, wire })
                 }
                 Step::Ping { start } => {
                     let frame = pong_frame(&unread[start..end]);
-                    match (&self.stream).write(&frame) {
-                        Ok(n) if n == frame.len() => {}
-                        Ok(_) => return Err(violation("a pong could not be written whole")),
-                        Err(e) => return Err(ClientError::Ws(e.to_string())),
-                    }
+                    self.unsent.extend_from_slice(&frame);
+                    false
                 }
-                Step::Binary | Step::Skip => {}
+                Step::Binary | Step::Skip => false,
                 Step::More(_) => unreachable!("handled above"),
-            }
+            };
             self.start += end;
+            self.flush()?;
+            if owed_all {
+                self.done = true;
+                return Ok(true);
+            }
         }
+    }
+
+    /// Writes what pong bytes the socket takes; the rest waits for the next call.
+    fn flush(&mut self) -> Result<(), ClientError> {
+        while !self.unsent.is_empty() {
+            match (&self.stream).write(&self.unsent) {
+                Ok(0) => return Err(violation("a pong could not be written")),
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::Ws(e.to_string())),
+            }
+        }
+        Ok(())
     }
 }

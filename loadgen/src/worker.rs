@@ -62,7 +62,15 @@ impl WorkerCtx {
                 if std::env::var_os("LOADGEN_WS_IN_TASK").is_some() {
                     return None;
                 }
-                Pump::start().ok()
+                Pump::start()
+                    .inspect_err(|e| {
+                        eprintln!(
+                            "loadgen: worker {}: the WebSocket pump did not start ({e}); \
+                             its users read their own sockets",
+                            self.index
+                        )
+                    })
+                    .ok()
             })
             .clone()
     }

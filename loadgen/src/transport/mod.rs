@@ -55,8 +55,9 @@ pub trait Receiver: Sized + 'static {
     const STREAM: bool;
     /// Whether, once subscribed, its socket is read by the worker's pump
     /// (`crate::pump`), which accounts each message in place: [`Receiver::next`] then
-    /// answers only when the stream ends (`Err`) or the user may have every id it is
-    /// owed ([`Received::Nothing`]).
+    /// hands over only whole messages that came with the subscription's answer, and
+    /// otherwise answers only when the stream ends (`Err`) or the user may have every
+    /// id it is owed ([`Received::Nothing`]).
     const PUMPED: bool = false;
 
     /// Subscribes on `http` to the messages after `after`.

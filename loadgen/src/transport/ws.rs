@@ -2,8 +2,9 @@
 //! messages are passed on; pings are answered with pongs; a close frame ends the
 //! connection.
 //!
-//! Frames are read here, in the connection's own 4 KiB buffer, rather than through
-//! tokio-tungstenite: its adapter between async and blocking I/O registers and wakes
+//! Frames are read by [`Frames::step`], in the connection's own buffer (the user's
+//! `Conn` until the socket is handed to the worker's pump, `crate::pump`, then the
+//! pump's), rather than through tokio-tungstenite: its adapter between async and blocking I/O registers and wakes
 //! a waker around every read, and each message is split out into its own buffer,
 //! which the profile showed costing about a tenth of the loadgen's CPU per delivery.
 //! The checks a client owes the protocol (RFC 6455) are kept: no reserved bits (no
@@ -28,6 +29,9 @@ pub struct Ws {
     /// The pump to hand it to, and how the user's messages are accounted there.
     pump: Option<(Rc<Pump>, crate::pump::Feed)>,
     pumped: Option<Pumped>,
+    /// The pump's word that the stream ended, kept for the next call when messages
+    /// came first.
+    ended: Option<ClientError>,
     frames: Frames,
     /// The last complete message was put together in `frames.message`, not read in
     /// place.
@@ -197,6 +201,7 @@ impl Receiver for Ws {
             conn: Some(conn),
             pump: sub.pump.clone(),
             pumped: None,
+            ended: None,
             frames: Frames::default(),
             from_fragments: false,
             in_place: (0, 0),
@@ -225,10 +230,23 @@ impl Receiver for Ws {
                 wire: self.wire,
             });
         }
-        let pumped = self.pumped.as_ref().expect("handed over");
-        pumped.link.wait().await?;
-        // The pump took the messages; the user is to look whether it has them all.
-        Ok(Received::Nothing)
+        if let Some(e) = self.ended.take() {
+            return Err(e);
+        }
+        let Some(pumped) = self.pumped.as_ref() else {
+            return Err(violation("the connection was lost on its way to the pump"));
+        };
+        match pumped.link.wait().await {
+            // The pump took the messages; the user is to look whether it has them all.
+            Ok(()) => Ok(Received::Nothing),
+            // Messages came before the end: said first, so that the user resumes at
+            // once, as it does after a message read in its own task.
+            Err(e) if pumped.link.fed() => {
+                self.ended = Some(e);
+                Ok(Received::Nothing)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -240,7 +258,9 @@ impl Ws {
         let Some((pump, feed)) = self.pump.as_ref() else {
             return Ok(false);
         };
-        let conn = self.conn.as_mut().expect("not handed over yet");
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(false);
+        };
         conn.consume(self.in_place.1);
         self.in_place = (0, 0);
         if let Some(h) = header(conn.unread())?
@@ -248,20 +268,28 @@ impl Ws {
         {
             return Ok(false);
         }
-        let conn = self.conn.take().expect("not handed over yet");
-        let (stream, unread, bytes) = conn.into_parts().map_err(|e| ClientError::Ws(e.to_string()))?;
+        let Ok(key) = pump.watch(conn.raw_fd()) else {
+            // The socket stays with the user, read in its task.
+            self.pump = None;
+            return Ok(false);
+        };
+        let conn = self.conn.take().expect("checked above");
+        let fd = conn.raw_fd();
+        let (stream, unread, bytes) = conn.into_parts().map_err(|e| {
+            pump.unwatch(key, fd);
+            ClientError::Ws(e.to_string())
+        })?;
         let frames = std::mem::take(&mut self.frames);
-        let pumped = pump
-            .open(stream, &unread, frames, bytes, feed.clone())
-            .map_err(|e| ClientError::Ws(e.to_string()))?;
-        self.pumped = Some(pumped);
+        self.pumped = Some(pump.open(key, stream, &unread, frames, bytes, feed.clone()));
         Ok(true)
     }
 
     /// Reads frames up to the end of a text message (`true`; where it lies is in
     /// `from_fragments` and `in_place`) or of a binary one (`false`).
     async fn read_message(&mut self) -> Result<bool, ClientError> {
-        let conn = self.conn.as_mut().expect("read in the task");
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(violation("the connection was lost on its way to the pump"));
+        };
         // The last message read in place is used now.
         conn.consume(self.in_place.1);
         self.in_place = (0, 0);
@@ -477,5 +505,119 @@ mod tests {
                 })
                 .await;
         }
+    }
+
+    /// A server that upgrades, waits (so that the socket is handed to the pump with
+    /// nothing buffered), writes `frames` at once and closes the TCP connection.
+    async fn upgrade_then(frames: Vec<u8>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+                .unwrap();
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.write_all(&frames).await.unwrap();
+        });
+        addr
+    }
+
+    /// Reads a pumped WebSocket from `addr` until it ends or the user is owed nothing
+    /// more: the messages the pump accounted (a message `owed_after` makes the feed
+    /// answer that the user has all it is owed), how it ended, and how many times
+    /// `next` answered `Nothing` before that.
+    async fn pumped_run(
+        addr: std::net::SocketAddr,
+        owed_after: &'static str,
+    ) -> (Vec<String>, Result<(), ClientError>, usize) {
+        use std::cell::RefCell;
+
+        let target = crate::target::Target::parse(&addr.to_string()).unwrap();
+        let conn = Conn::open(&target, None, Default::default()).await.unwrap();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let feed: crate::pump::Feed = {
+            let got = got.clone();
+            Rc::new(move |r| {
+                let Received::Message { json, wire } = r else {
+                    return false;
+                };
+                let text = String::from_utf8(json.to_vec()).unwrap();
+                let owed_all = text == owed_after;
+                got.borrow_mut().push(format!("{text} {wire}"));
+                owed_all
+            })
+        };
+        let sub = sub(Some((Pump::start().unwrap(), feed)));
+        let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
+        let mut nothings = 0;
+        let next = async {
+            loop {
+                match ws.next(&sub, 0).await {
+                    Ok(Received::Nothing) if got.borrow().iter().any(|m| m.starts_with(owed_after)) => {
+                        return Ok(());
+                    }
+                    Ok(Received::Nothing) => nothings += 1,
+                    Ok(_) => panic!("read in the task, not by the pump"),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let end = tokio::time::timeout(std::time::Duration::from_secs(10), next)
+            .await
+            .expect("the pump reported the stream's end or the user's");
+        assert!(ws.pumped.is_some());
+        let got = got.borrow().clone();
+        (got, end, nothings)
+    }
+
+    /// The last frames and the end of the stream come in one read: the pump reads on to
+    /// the end rather than waiting for an edge that will not come.
+    #[tokio::test]
+    async fn the_pump_sees_an_end_that_comes_with_the_last_frames() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let addr = upgrade_then(vec![0x81, 1, b'y']).await;
+                let (got, end, nothings) = pumped_run(addr, "never").await;
+                assert_eq!(got, ["y 3"]);
+                // A message came before the end: `Nothing` first, so that the user
+                // counts a delivery before the break and resumes at once.
+                assert_eq!(nothings, 1);
+                let end = end.unwrap_err().to_string();
+                assert!(end.contains("without closing handshake"), "{end}");
+            })
+            .await;
+    }
+
+    /// Once the user has every id it is owed, the pump accounts nothing more and does
+    /// not report the close behind it as an error.
+    #[tokio::test]
+    async fn nothing_is_accounted_after_the_user_has_all_it_is_owed() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let frames = vec![0x81, 1, b'x', 0x81, 1, b'z', 0x88, 0];
+                let addr = upgrade_then(frames).await;
+                let (got, end, _) = pumped_run(addr, "x").await;
+                assert_eq!(got, ["x 3"]);
+                assert!(end.is_ok(), "{end:?}");
+            })
+            .await;
     }
 }
