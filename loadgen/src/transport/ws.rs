@@ -362,6 +362,30 @@ mod tests {
         assert!(h(&[0x89, 0]).unwrap().is_some());
     }
 
+    /// Accepts one connection on `listener` and reads its upgrade request: the
+    /// connection and the 101 answer to write.
+    async fn accept_upgrade(listener: tokio::net::TcpListener) -> (tokio::net::TcpStream, String) {
+        use tokio::io::AsyncReadExt;
+
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = Vec::new();
+        while !req.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            req.push(b[0]);
+        }
+        let req = String::from_utf8(req).unwrap();
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+            .unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
+        );
+        (s, head)
+    }
+
     /// A server that upgrades and writes a ping, a text message in two fragments with
     /// a pong between them, a binary message, a text message and a close, three bytes
     /// at a time (after a pause past its upgrade answer, if `pause`); it answers the
@@ -372,22 +396,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            while !req.ends_with(b"\r\n\r\n") {
-                let mut b = [0u8; 1];
-                s.read_exact(&mut b).await.unwrap();
-                req.push(b[0]);
-            }
-            let req = String::from_utf8(req).unwrap();
-            let key = req
-                .lines()
-                .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-                .unwrap();
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let head = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
-            );
+            let (mut s, head) = accept_upgrade(listener).await;
             let mut out = Vec::new();
             out.extend_from_slice(&[0x89, 2, b'p', b'q']); // ping
             out.extend_from_slice(&[0x01, 2, b'h', b'e']); // text, first fragment
@@ -510,27 +519,12 @@ mod tests {
     /// A server that upgrades, waits (so that the socket is handed to the pump with
     /// nothing buffered), writes `frames` at once and closes the TCP connection.
     async fn upgrade_then(frames: Vec<u8>) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            while !req.ends_with(b"\r\n\r\n") {
-                let mut b = [0u8; 1];
-                s.read_exact(&mut b).await.unwrap();
-                req.push(b[0]);
-            }
-            let req = String::from_utf8(req).unwrap();
-            let key = req
-                .lines()
-                .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-                .unwrap();
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let head = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n"
-            );
+            let (mut s, head) = accept_upgrade(listener).await;
             s.write_all(head.as_bytes()).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             s.write_all(&frames).await.unwrap();
