@@ -374,7 +374,8 @@ impl Conn {
     /// used yet and the count its reads are added to: for the worker's pump
     /// (`crate::pump`).
     pub(crate) fn into_parts(self) -> io::Result<(std::net::TcpStream, Vec<u8>, Arc<AtomicU64>)> {
-        let unread = self.buf[self.start..].to_vec();
+        let mut unread = self.buf;
+        unread.drain(..self.start);
         Ok((self.stream.into_std()?, unread, self.bytes))
     }
 }

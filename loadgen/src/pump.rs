@@ -88,7 +88,8 @@ struct Slot {
 /// A worker's pump.
 pub struct Pump {
     epoll: AsyncFd<OwnedFd>,
-    slots: RefCell<Vec<Option<Slot>>>,
+    /// Boxed: a slot is taken out of the set while it is served.
+    slots: RefCell<Vec<Option<Box<Slot>>>>,
     free: RefCell<Vec<usize>>,
 }
 
@@ -160,7 +161,7 @@ impl Pump {
         Ok(key)
     }
 
-    /// Gives back a key from [`Pump::watch`] whose socket was not handed over.
+    /// Takes `fd` out of the set and frees its key (from [`Pump::watch`]).
     pub fn unwatch(&self, key: usize, fd: RawFd) {
         // SAFETY: both descriptors are open; a removal passes no event.
         unsafe {
@@ -175,37 +176,32 @@ impl Pump {
     }
 
     /// Takes over `stream`, watched under `key`, with the bytes already read from it
-    /// and the state of a message begun in them; `bytes` counts what is read from now
-    /// on.
+    /// (`unread`: no whole frame, only the start of one, if anything) and the state of
+    /// a message begun before them; `bytes` counts what is read from now on.
     pub fn open(
         self: &Rc<Self>,
         key: usize,
         stream: TcpStream,
-        unread: &[u8],
+        mut unread: Vec<u8>,
         frames: Frames,
         bytes: Arc<AtomicU64>,
         feed: Feed,
     ) -> Pumped {
-        let mut buf = vec![0; BUF.max(unread.len() + BUF / 4)];
-        buf[..unread.len()].copy_from_slice(unread);
+        let filled = unread.len();
+        unread.resize(BUF.max(filled + BUF / 4), 0);
         let link = Rc::new(Link::default());
-        self.slots.borrow_mut()[key] = Some(Slot {
+        self.slots.borrow_mut()[key] = Some(Box::new(Slot {
             stream,
-            buf,
+            buf: unread,
             start: 0,
-            filled: unread.len(),
+            filled,
             frames,
             unsent: Vec::new(),
             done: false,
             bytes,
             feed,
             link: link.clone(),
-        });
-        // Whole frames among the bytes handed over (none when the task read them
-        // first) are taken now: the socket need not become readable again for them.
-        if unread.len() >= 2 {
-            self.service(key, Reading::No);
-        }
+        }));
         Pumped {
             pump: self.clone(),
             key,
@@ -217,22 +213,14 @@ impl Pump {
     fn remove(&self, key: usize) {
         let slot = self.slots.borrow_mut().get_mut(key).and_then(Option::take);
         if let Some(slot) = slot {
-            self.close(key, slot);
+            self.close(key, &slot);
         }
     }
 
-    fn close(&self, key: usize, slot: Slot) {
-        // SAFETY: both descriptors are open; a removal passes no event.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.get_ref().as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                slot.stream.as_raw_fd(),
-                std::ptr::null_mut(),
-            );
-        }
+    /// Takes the socket out of the set and frees its key; the caller drops the slot.
+    fn close(&self, key: usize, slot: &Slot) {
+        self.unwatch(key, slot.stream.as_raw_fd());
         slot.link.closed.set(true);
-        self.free.borrow_mut().push(key);
     }
 
     async fn run(self: Rc<Self>) {
@@ -278,19 +266,21 @@ impl Pump {
             return;
         };
         let outcome = slot.take(read);
-        let link = slot.link.clone();
-        if outcome.is_err() || link.closed.get() {
-            self.close(key, slot);
-        } else {
-            self.slots.borrow_mut()[key] = Some(slot);
-        }
+        let link = &slot.link;
         match outcome {
             Ok(false) => {}
             Ok(true) => link.notify.notify_one(),
             Err(e) => {
                 *link.ended.borrow_mut() = Some(e);
                 link.notify.notify_one();
+                return self.close(key, &slot);
             }
+        }
+        // Closed by its user while it was served: dropped there, it could not be.
+        if link.closed.get() {
+            self.close(key, &slot);
+        } else {
+            self.slots.borrow_mut()[key] = Some(slot);
         }
     }
 }
@@ -298,8 +288,6 @@ impl Pump {
 /// How far a slot reads its socket.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reading {
-    /// Not at all: only what is in the buffer.
-    No,
     /// Until a read comes back short: the socket was emptied, and anything that comes
     /// after it is a new edge in the (edge-triggered) set.
     Drained,
@@ -310,15 +298,12 @@ enum Reading {
 
 impl Slot {
     /// Reads as `read` says, accounting each message; whether the user now has every
-    /// id it is owed.
+    /// id it is owed. Between calls the buffer holds no whole frame.
     fn take(&mut self, read: Reading) -> Result<bool, ClientError> {
         if self.done {
             return Ok(true);
         }
         self.flush()?;
-        if self.messages()? || read == Reading::No {
-            return Ok(self.done);
-        }
         loop {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.filled, 0);
@@ -377,13 +362,14 @@ impl Slot {
                 Step::Ping { start } => {
                     let frame = pong_frame(&unread[start..end]);
                     self.unsent.extend_from_slice(&frame);
-                    false
+                    self.start += end;
+                    self.flush()?;
+                    continue;
                 }
                 Step::Binary | Step::Skip => false,
                 Step::More(_) => unreachable!("handled above"),
             };
             self.start += end;
-            self.flush()?;
             if owed_all {
                 self.done = true;
                 return Ok(true);

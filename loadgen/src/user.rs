@@ -2,7 +2,7 @@
 //! where "now" is, subscribe after it, receive and account until told to stop,
 //! reconnecting from the highest id seen whenever the connection breaks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -51,24 +51,30 @@ pub struct UserRecord {
     pub tracker: Tracker,
 }
 
-/// When a user stops: once it has seen `end`, or at `deadline`.
+/// When a user stops: once it has seen `end`, or at `deadline`. `end` is shared with
+/// the worker's pump when the user's socket is pumped: it wakes the user once it has
+/// accounted everything through it.
 struct Stop {
-    end: Option<u64>,
+    end: Rc<Cell<Option<u64>>>,
     deadline: Option<Instant>,
     drain: Duration,
 }
 
 impl Stop {
     fn set(&mut self, end: u64) {
-        self.end = Some(end);
+        self.end.set(Some(end));
         self.deadline = Some(Instant::now() + self.drain);
+    }
+
+    fn end(&self) -> Option<u64> {
+        self.end.get()
     }
 
     /// `through`: see [`User::through`]. A stream user that has the last id but not
     /// one before it reads on until the drain ends: the missing one may be behind it.
     /// Read only once the end is known: not on every delivery of the run.
     fn reached(&self, through: impl FnOnce() -> u64) -> bool {
-        self.end.is_some_and(|e| through() >= e)
+        self.end().is_some_and(|e| through() >= e)
             || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
@@ -119,7 +125,7 @@ impl Ends<'_, '_> {
             tokio::select! {
                 biased;
                 r = &mut work => return Wake::Done(r),
-                _ = self.finals.as_mut(), if stop.end.is_none() => {
+                _ = self.finals.as_mut(), if stop.end().is_none() => {
                     match ctx.finals.get() {
                         Some(Some(f)) => stop.set(f[target]),
                         _ => return Wake::Finished,
@@ -128,7 +134,7 @@ impl Ends<'_, '_> {
                         return Wake::Finished;
                     }
                 }
-                _ = self.leave.as_mut(), if self.leaves && stop.end.is_none() => return Wake::Leave,
+                _ = self.leave.as_mut(), if self.leaves && stop.end().is_none() => return Wake::Leave,
                 _ = self.deadline.as_mut(), if stop.deadline.is_some() => return Wake::Over,
             }
         }
@@ -162,6 +168,11 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
         },
         cursor: 0,
     }));
+    let mut stop = Stop {
+        end: Rc::default(),
+        deadline: None,
+        drain: ctx.shared.drain,
+    };
     let sub = Sub {
         room: &sc.room,
         client: &client,
@@ -170,7 +181,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
         phase: phase(sc.seed, plan.index),
         pump: if R::PUMPED {
             ctx.pump()
-                .map(|pump| (pump, pumped_feed(&ctx, &acct, plan.target)))
+                .map(|pump| (pump, pumped_feed(&ctx, &acct, &stop.end)))
         } else {
             None
         },
@@ -180,11 +191,6 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
         transport: plan.transport,
         acct,
         located: false,
-    };
-    let mut stop = Stop {
-        end: None,
-        deadline: None,
-        drain: ctx.shared.drain,
     };
     let mut receiver: Option<R> = None;
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -207,7 +213,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     let mut failures = 0u32;
 
     'run: loop {
-        if stop.end.is_none() {
+        if stop.end().is_none() {
             match ctx.finals.get() {
                 Some(Some(f)) => stop.set(f[plan.target]),
                 Some(None) => break,
@@ -300,22 +306,19 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     rec
 }
 
-/// How the worker's pump accounts a user's messages: as the user's task would, then
-/// whether the user has every id it is owed (the last id of the run, or the last it
-/// was owed when it left), so that its task is woken to stop.
-fn pumped_feed(ctx: &Rc<WorkerCtx>, acct: &Rc<RefCell<Account>>, target: usize) -> Feed {
-    let (ctx, acct) = (ctx.clone(), acct.clone());
+/// How the worker's pump accounts a (stream) user's messages: as the user's task
+/// would, then whether the user has every id through the end its task has set
+/// (`Stop::end`), so that the task is woken to stop.
+fn pumped_feed(
+    ctx: &Rc<WorkerCtx>,
+    acct: &Rc<RefCell<Account>>,
+    end: &Rc<Cell<Option<u64>>>,
+) -> Feed {
+    let (ctx, acct, end) = (ctx.clone(), acct.clone(), end.clone());
     Rc::new(move |received| {
         let mut a = acct.borrow_mut();
         a.feed(&ctx, received);
-        let end = match (a.rec.end, ctx.finals.get()) {
-            (Some(end), _) => Some(end),
-            (None, Some(Some(f))) => Some(f[target]),
-            // The runner went away: the task stops.
-            (None, Some(None)) => return true,
-            (None, None) => None,
-        };
-        end.is_some_and(|end| a.rec.tracker.complete_through() >= end)
+        end.get().is_some_and(|end| a.through(true) >= end)
     })
 }
 
@@ -346,12 +349,7 @@ impl User<'_> {
     /// every id (a missing one may yet come, out of order); on a poll, which asks only
     /// for ids above the highest it has seen, that highest id.
     fn through<R: Receiver>(&self) -> u64 {
-        let a = self.acct.borrow();
-        if R::STREAM {
-            a.rec.tracker.complete_through()
-        } else {
-            a.rec.tracker.last()
-        }
+        self.acct.borrow().through(R::STREAM)
     }
 
     /// Counts an error of the user's receiving side. A refusal is an answered request
@@ -435,6 +433,15 @@ impl User<'_> {
 }
 
 impl Account {
+    /// [`User::through`], for a `stream` transport or a poll.
+    fn through(&self, stream: bool) -> u64 {
+        if stream {
+            self.rec.tracker.complete_through()
+        } else {
+            self.rec.tracker.last()
+        }
+    }
+
     /// Accounts for what a receiver got.
     fn feed(&mut self, ctx: &WorkerCtx, received: Received<'_>) {
         let now = ctx.shared.clock.now_us();

@@ -4,8 +4,9 @@
 //!
 //! Frames are read by [`Frames::step`], in the connection's own buffer (the user's
 //! `Conn` until the socket is handed to the worker's pump, `crate::pump`, then the
-//! pump's), rather than through tokio-tungstenite: its adapter between async and blocking I/O registers and wakes
-//! a waker around every read, and each message is split out into its own buffer,
+//! pump's), rather than through tokio-tungstenite: its adapter between async and
+//! blocking I/O registers and wakes a waker around every read, and each message is
+//! split out into its own buffer,
 //! which the profile showed costing about a tenth of the loadgen's CPU per delivery.
 //! The checks a client owes the protocol (RFC 6455) are kept: no reserved bits (no
 //! extension is negotiated), no masked frame from the server, control frames whole and
@@ -210,6 +211,11 @@ impl Receiver for Ws {
     }
 
     async fn next(&mut self, _sub: &Sub<'_>, _cursor: u64) -> Result<Received<'_>, ClientError> {
+        // The last message read in place is used now.
+        if let Some(conn) = self.conn.as_mut() {
+            conn.consume(self.in_place.1);
+            self.in_place = (0, 0);
+        }
         if self.pumped.is_none() && !self.hand_over()? {
             // Errors keep the kind they had under tungstenite: `websocket`.
             let got = self.read_message().await.map_err(|e| match e {
@@ -233,9 +239,7 @@ impl Receiver for Ws {
         if let Some(e) = self.ended.take() {
             return Err(e);
         }
-        let Some(pumped) = self.pumped.as_ref() else {
-            return Err(violation("the connection was lost on its way to the pump"));
-        };
+        let pumped = self.pumped.as_ref().expect("handed over above");
         match pumped.link.wait().await {
             // The pump took the messages; the user is to look whether it has them all.
             Ok(()) => Ok(Received::Nothing),
@@ -258,11 +262,9 @@ impl Ws {
         let Some((pump, feed)) = self.pump.as_ref() else {
             return Ok(false);
         };
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_ref() else {
             return Ok(false);
         };
-        conn.consume(self.in_place.1);
-        self.in_place = (0, 0);
         if let Some(h) = header(conn.unread())?
             && conn.unread().len() as u64 >= h.head as u64 + h.len
         {
@@ -280,7 +282,7 @@ impl Ws {
             ClientError::Ws(e.to_string())
         })?;
         let frames = std::mem::take(&mut self.frames);
-        self.pumped = Some(pump.open(key, stream, &unread, frames, bytes, feed.clone()));
+        self.pumped = Some(pump.open(key, stream, unread, frames, bytes, feed.clone()));
         Ok(true)
     }
 
@@ -290,9 +292,6 @@ impl Ws {
         let Some(conn) = self.conn.as_mut() else {
             return Err(violation("the connection was lost on its way to the pump"));
         };
-        // The last message read in place is used now.
-        conn.consume(self.in_place.1);
-        self.in_place = (0, 0);
         loop {
             let (step, end) = match self.frames.step(conn.unread())? {
                 (Step::More(want), _) => {
@@ -472,43 +471,16 @@ mod tests {
     /// it, after a pause), frames split across reads included.
     #[tokio::test]
     async fn the_pump_reads_the_same_frames_and_hands_back_the_close() {
-        use std::cell::RefCell;
-
         for pause in [false, true] {
             let local = tokio::task::LocalSet::new();
             local
                 .run_until(async move {
                     let (addr, server) = script_server(pause).await;
-                    let target = crate::target::Target::parse(&addr.to_string()).unwrap();
-                    let conn = Conn::open(&target, None, Default::default()).await.unwrap();
-                    let got = Rc::new(RefCell::new(Vec::new()));
-                    let feed: crate::pump::Feed = {
-                        let got = got.clone();
-                        Rc::new(move |r| {
-                            if let Received::Message { json, wire } = r {
-                                let text = String::from_utf8(json.to_vec()).unwrap();
-                                got.borrow_mut().push(format!("{text} {wire}"));
-                            }
-                            false
-                        })
-                    };
-                    let sub = sub(Some((Pump::start().unwrap(), feed)));
-                    let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
-                    let end = loop {
-                        match ws.next(&sub, 0).await {
-                            Ok(Received::Message { json, wire }) => {
-                                let text = String::from_utf8(json.to_vec()).unwrap();
-                                got.borrow_mut().push(format!("{text} {wire}"));
-                            }
-                            Ok(Received::Nothing) => {}
-                            Ok(Received::Page(_)) => unreachable!(),
-                            Err(e) => break e,
-                        }
-                    };
-                    assert_eq!(*got.borrow(), ["hello 9", "x 3"], "pause: {pause}");
-                    assert!(matches!(end, ClientError::Closed), "{end}");
+                    let run = pumped_run(addr, "never").await;
+                    assert_eq!(run.got, ["hello 9", "x 3"], "pause: {pause}");
+                    assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
                     if pause {
-                        assert!(ws.pumped.is_some(), "handed over before the frames came");
+                        assert!(run.handed_over, "handed over before the frames came");
                     }
                     assert_pong_of_pq(server.await.unwrap());
                 })
@@ -532,34 +504,47 @@ mod tests {
         addr
     }
 
-    /// Reads a pumped WebSocket from `addr` until it ends or the user is owed nothing
-    /// more: the messages the pump accounted (a message `owed_after` makes the feed
-    /// answer that the user has all it is owed), how it ended, and how many times
-    /// `next` answered `Nothing` before that.
-    async fn pumped_run(
-        addr: std::net::SocketAddr,
-        owed_after: &'static str,
-    ) -> (Vec<String>, Result<(), ClientError>, usize) {
+    /// What [`pumped_run`] saw.
+    struct PumpedRun {
+        /// The messages, `"<text> <wire bytes>"`, read in the task or by the pump.
+        got: Vec<String>,
+        /// How it ended: `Ok` once the user was owed nothing more.
+        end: Result<(), ClientError>,
+        /// How many times `next` answered `Nothing` before that.
+        nothings: usize,
+        /// Messages `next` handed over itself, read in the task before the hand-over.
+        in_task: usize,
+        handed_over: bool,
+    }
+
+    /// Reads a WebSocket from `addr` with a pump until it ends or the user is owed
+    /// nothing more (a message `owed_after` makes the feed answer that the user has
+    /// all it is owed).
+    async fn pumped_run(addr: std::net::SocketAddr, owed_after: &'static str) -> PumpedRun {
         use std::cell::RefCell;
 
         let target = crate::target::Target::parse(&addr.to_string()).unwrap();
         let conn = Conn::open(&target, None, Default::default()).await.unwrap();
         let got = Rc::new(RefCell::new(Vec::new()));
-        let feed: crate::pump::Feed = {
+        let see = {
             let got = got.clone();
-            Rc::new(move |r| {
-                let Received::Message { json, wire } = r else {
-                    return false;
-                };
+            move |json: &[u8], wire: usize| {
                 let text = String::from_utf8(json.to_vec()).unwrap();
                 let owed_all = text == owed_after;
                 got.borrow_mut().push(format!("{text} {wire}"));
                 owed_all
+            }
+        };
+        let feed: crate::pump::Feed = {
+            let see = see.clone();
+            Rc::new(move |r| match r {
+                Received::Message { json, wire } => see(json, wire),
+                _ => false,
             })
         };
         let sub = sub(Some((Pump::start().unwrap(), feed)));
         let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
-        let mut nothings = 0;
+        let (mut nothings, mut in_task) = (0, 0);
         let next = async {
             loop {
                 match ws.next(&sub, 0).await {
@@ -567,7 +552,11 @@ mod tests {
                         return Ok(());
                     }
                     Ok(Received::Nothing) => nothings += 1,
-                    Ok(_) => panic!("read in the task, not by the pump"),
+                    Ok(Received::Message { json, wire }) => {
+                        in_task += 1;
+                        see(json, wire);
+                    }
+                    Ok(Received::Page(_)) => unreachable!(),
                     Err(e) => return Err(e),
                 }
             }
@@ -575,9 +564,14 @@ mod tests {
         let end = tokio::time::timeout(std::time::Duration::from_secs(10), next)
             .await
             .expect("the pump reported the stream's end or the user's");
-        assert!(ws.pumped.is_some());
         let got = got.borrow().clone();
-        (got, end, nothings)
+        PumpedRun {
+            got,
+            end,
+            nothings,
+            in_task,
+            handed_over: ws.pumped.is_some(),
+        }
     }
 
     /// The last frames and the end of the stream come in one read: the pump reads on to
@@ -588,12 +582,13 @@ mod tests {
         local
             .run_until(async {
                 let addr = upgrade_then(vec![0x81, 1, b'y']).await;
-                let (got, end, nothings) = pumped_run(addr, "never").await;
-                assert_eq!(got, ["y 3"]);
+                let run = pumped_run(addr, "never").await;
+                assert!(run.handed_over && run.in_task == 0, "read by the pump");
+                assert_eq!(run.got, ["y 3"]);
                 // A message came before the end: `Nothing` first, so that the user
                 // counts a delivery before the break and resumes at once.
-                assert_eq!(nothings, 1);
-                let end = end.unwrap_err().to_string();
+                assert_eq!(run.nothings, 1);
+                let end = run.end.unwrap_err().to_string();
                 assert!(end.contains("without closing handshake"), "{end}");
             })
             .await;
@@ -608,9 +603,10 @@ mod tests {
             .run_until(async {
                 let frames = vec![0x81, 1, b'x', 0x81, 1, b'z', 0x88, 0];
                 let addr = upgrade_then(frames).await;
-                let (got, end, _) = pumped_run(addr, "x").await;
-                assert_eq!(got, ["x 3"]);
-                assert!(end.is_ok(), "{end:?}");
+                let run = pumped_run(addr, "x").await;
+                assert!(run.handed_over && run.in_task == 0, "read by the pump");
+                assert_eq!(run.got, ["x 3"]);
+                assert!(run.end.is_ok(), "{:?}", run.end);
             })
             .await;
     }
