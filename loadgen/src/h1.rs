@@ -44,7 +44,7 @@ pub struct Conn {
 
 /// How an answer's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// This many bytes are left.
     Length(u64),
     Chunked(Chunk),
@@ -56,7 +56,7 @@ enum Framing {
 
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// A chunk-size line is next.
     Size,
     /// This many data bytes of the chunk are left.
@@ -212,74 +212,13 @@ impl Conn {
         }
     }
 
-    /// Takes body bytes out of the buffer, handing the data to `out`; the framing
-    /// after them. Stops when the body has ended or the buffer holds no more of it.
+    /// [`decode`] on the connection's buffer.
     fn decode(
         &mut self,
-        mut framing: Framing,
+        framing: Framing,
         out: &mut impl FnMut(&[u8]),
     ) -> Result<Framing, ClientError> {
-        loop {
-            let avail = &self.buf[self.start..];
-            match framing {
-                Framing::Done => return Ok(framing),
-                Framing::Close => {
-                    out(avail);
-                    self.start = self.buf.len();
-                    return Ok(framing);
-                }
-                Framing::Length(0) => return Ok(Framing::Done),
-                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) => {
-                    if avail.is_empty() {
-                        return Ok(framing);
-                    }
-                    let take = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    out(&avail[..take]);
-                    self.start += take;
-                    let left = n - take as u64;
-                    framing = match framing {
-                        Framing::Length(_) => Framing::Length(left),
-                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
-                        _ => Framing::Chunked(Chunk::Data(left)),
-                    };
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if avail.len() < 2 {
-                        return Ok(framing);
-                    }
-                    if &avail[..2] != b"\r\n" {
-                        return Err(bad("chunk not followed by CRLF"));
-                    }
-                    self.start += 2;
-                    framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
-                    let Some(eol) = avail.windows(2).position(|w| w == b"\r\n") else {
-                        if avail.len() > 1024 {
-                            return Err(bad("chunk line too long"));
-                        }
-                        return Ok(framing);
-                    };
-                    let line = &avail[..eol];
-                    self.start += eol + 2;
-                    framing = if state == Chunk::Trailers {
-                        if line.is_empty() {
-                            Framing::Done
-                        } else {
-                            framing
-                        }
-                    } else {
-                        let hex = line.split(|&b| b == b';').next().unwrap_or(line);
-                        let hex = std::str::from_utf8(hex).map_err(|_| bad("chunk size"))?;
-                        match u64::from_str_radix(hex.trim(), 16) {
-                            Ok(0) => Framing::Chunked(Chunk::Trailers),
-                            Ok(n) => Framing::Chunked(Chunk::Data(n)),
-                            Err(_) => return Err(bad("chunk size")),
-                        }
-                    };
-                }
-            }
-        }
+        decode(&self.buf, &mut self.start, framing, out)
     }
 
     /// `GET path`, expecting `200`; the whole body, until the next request.
@@ -373,12 +312,88 @@ impl Conn {
     /// The socket, out of tokio's hands (non-blocking), with the bytes read and not
     /// used yet and the count its reads are added to: for the worker's pump
     /// (`crate::pump`).
-    pub(crate) fn into_parts(self) -> io::Result<(std::net::TcpStream, Vec<u8>, Arc<AtomicU64>)> {
+    pub(crate) fn into_parts(self) -> io::Result<Parts> {
         let mut unread = self.buf;
         unread.drain(..self.start);
         Ok((self.stream.into_std()?, unread, self.bytes))
     }
 }
+
+/// Takes body bytes out of `buf[*start..]` (moving `start` past them), handing the
+/// data to `out`; the framing after them. Stops when the body has ended or `buf` holds
+/// no more of it: what is left is at most the start of a chunk's line or its CRLF.
+pub(crate) fn decode(
+    buf: &[u8],
+    start: &mut usize,
+    mut framing: Framing,
+    out: &mut impl FnMut(&[u8]),
+) -> Result<Framing, ClientError> {
+    loop {
+        let avail = &buf[*start..];
+        match framing {
+            Framing::Done => return Ok(framing),
+            Framing::Close => {
+                out(avail);
+                *start = buf.len();
+                return Ok(framing);
+            }
+            Framing::Length(0) => return Ok(Framing::Done),
+            Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) => {
+                if avail.is_empty() {
+                    return Ok(framing);
+                }
+                let take = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                out(&avail[..take]);
+                *start += take;
+                let left = n - take as u64;
+                framing = match framing {
+                    Framing::Length(_) => Framing::Length(left),
+                    _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                    _ => Framing::Chunked(Chunk::Data(left)),
+                };
+            }
+            Framing::Chunked(Chunk::DataEnd) => {
+                if avail.len() < 2 {
+                    return Ok(framing);
+                }
+                if &avail[..2] != b"\r\n" {
+                    return Err(bad("chunk not followed by CRLF"));
+                }
+                *start += 2;
+                framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
+                let Some(eol) = avail.windows(2).position(|w| w == b"\r\n") else {
+                    if avail.len() > 1024 {
+                        return Err(bad("chunk line too long"));
+                    }
+                    return Ok(framing);
+                };
+                let line = &avail[..eol];
+                *start += eol + 2;
+                framing = if state == Chunk::Trailers {
+                    if line.is_empty() {
+                        Framing::Done
+                    } else {
+                        framing
+                    }
+                } else {
+                    let hex = line.split(|&b| b == b';').next().unwrap_or(line);
+                    let hex = std::str::from_utf8(hex).map_err(|_| bad("chunk size"))?;
+                    match u64::from_str_radix(hex.trim(), 16) {
+                        Ok(0) => Framing::Chunked(Chunk::Trailers),
+                        Ok(n) => Framing::Chunked(Chunk::Data(n)),
+                        Err(_) => return Err(bad("chunk size")),
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// A connection's socket out of tokio's hands (non-blocking), the bytes read from it
+/// and not used yet, and the count its reads are added to.
+pub(crate) type Parts = (std::net::TcpStream, Vec<u8>, Arc<AtomicU64>);
 
 fn expect(head: &Head, want: u16, path: &str) -> Result<(), ClientError> {
     if head.status == want {
@@ -398,18 +413,39 @@ impl Stream {
     /// Waits for more of the body and hands what came to `out`; `Closed` at its end.
     pub async fn read(&mut self, mut out: impl FnMut(&[u8])) -> Result<(), ClientError> {
         loop {
-            let mut got = false;
-            self.framing = self.conn.decode(self.framing, &mut |b: &[u8]| {
-                got |= !b.is_empty();
-                out(b);
-            })?;
-            if got {
+            if self.buffered(&mut out)? {
                 return Ok(());
             }
             if self.framing == Framing::Done || self.conn.fill().await? == 0 {
                 return Err(ClientError::Closed);
             }
         }
+    }
+
+    /// Hands the body bytes already read to `out`, without reading; whether there
+    /// were any.
+    pub fn buffered(&mut self, mut out: impl FnMut(&[u8])) -> Result<bool, ClientError> {
+        let mut got = false;
+        self.framing = self.conn.decode(self.framing, &mut |b: &[u8]| {
+            got |= !b.is_empty();
+            out(b);
+        })?;
+        Ok(got)
+    }
+
+    /// Whether the body has ended.
+    pub fn ended(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// The socket's descriptor.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.conn.raw_fd()
+    }
+
+    /// [`Conn::into_parts`], and where the body's framing is.
+    pub(crate) fn into_parts(self) -> io::Result<(Parts, Framing)> {
+        Ok((self.conn.into_parts()?, self.framing))
     }
 }
 

@@ -1,13 +1,15 @@
-//! One read loop per worker over all of its users' WebSockets.
+//! One read loop per worker over all of its users' streams (WebSocket and SSE).
 //!
 //! With a task per user, each message a user receives costs a wake-up: tokio's
 //! readiness for the socket, the `LocalSet` scheduling the user's task, the task's
 //! `select!` over what else may end its wait, a read future. At one message per socket
 //! every 10 ms nothing is batched, and that machinery was about half of the loadgen's
-//! own CPU per delivery. Here a WebSocket, once subscribed, is read by the worker's
+//! own CPU per delivery. Here a stream, once subscribed, is read by the worker's
 //! pump: one `epoll` set (itself watched by tokio) whose ready sockets are read, their
-//! frames checked and their messages accounted in place, through the user's own
-//! accounting ([`Feed`]). The user's task is woken only when its stream ends or when
+//! frames or events checked by the same readers the user's task has ([`Decoder`]) and
+//! their messages accounted in place, through the user's own accounting ([`Feed`]).
+//! Both streams are read the same way, so that the instrument favours neither when
+//! they are compared. The user's task is woken only when its stream ends or when
 //! it has every id it is owed, and keeps everything else: subscribing, reconnecting,
 //! leaving, the drain, and when to stop.
 
@@ -24,7 +26,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::error::ClientError;
+use crate::h1::{Framing, Parts};
 use crate::transport::Received;
+use crate::transport::sse::Parser;
 use crate::transport::ws::{Frames, Step, pong_frame, violation};
 
 /// The read buffer's size per socket, as a user's own connection has.
@@ -35,6 +39,33 @@ const EVENTS: usize = 256;
 /// Accounts for what a pumped socket received; answers whether the user now has every
 /// id it is owed (then its task is woken to stop).
 pub type Feed = Rc<dyn Fn(Received<'_>) -> bool>;
+
+/// How a pumped socket's bytes become messages: the reader of its transport, with
+/// the state the user's task left it in.
+pub(crate) enum Decoder {
+    /// WebSocket frames.
+    Ws(Frames),
+    /// An SSE response's body (its HTTP framing, then its events).
+    Sse { framing: Framing, parser: Parser },
+}
+
+impl Decoder {
+    /// The error a failed read is.
+    fn io(&self, e: io::Error) -> ClientError {
+        match self {
+            Decoder::Ws(_) => ClientError::Ws(e.to_string()),
+            Decoder::Sse { .. } => ClientError::Sse(e.to_string()),
+        }
+    }
+
+    /// The error the end of the connection is.
+    fn eof(&self) -> ClientError {
+        match self {
+            Decoder::Ws(_) => violation("connection reset without closing handshake"),
+            Decoder::Sse { .. } => ClientError::Closed,
+        }
+    }
+}
 
 /// What a pumped socket's user holds: how it learns that its stream ended or that it
 /// has what it is owed.
@@ -74,7 +105,7 @@ struct Slot {
     buf: Vec<u8>,
     start: usize,
     filled: usize,
-    frames: Frames,
+    decoder: Decoder,
     /// Pong bytes the socket would not take yet.
     unsent: Vec<u8>,
     /// The user has every id it is owed: nothing more is read or accounted (its task
@@ -93,11 +124,35 @@ pub struct Pump {
     free: RefCell<Vec<usize>>,
 }
 
-/// A socket handed to the pump: [`Pump::open`] hands it over, dropping this closes it.
+/// A socket handed to the pump ([`Pump::hand_over`]), as its user's receiver holds it;
+/// dropping this closes it.
 pub struct Pumped {
     pump: Rc<Pump>,
     key: usize,
-    pub link: Rc<Link>,
+    link: Rc<Link>,
+    /// The pump's word that the stream ended, kept for the next call when messages
+    /// came first.
+    ended: Option<ClientError>,
+}
+
+impl Pumped {
+    /// What a receiver's `next` answers once its socket is pumped: `Nothing` when
+    /// the user may have every id it is owed, or before an end that came after
+    /// messages (so that the user resumes at once, as it does after a message read
+    /// in its own task); the end itself as an error.
+    pub async fn next(&mut self) -> Result<Received<'static>, ClientError> {
+        if let Some(e) = self.ended.take() {
+            return Err(e);
+        }
+        match self.link.wait().await {
+            Ok(()) => Ok(Received::Nothing),
+            Err(e) if self.link.fed() => {
+                self.ended = Some(e);
+                Ok(Received::Nothing)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Drop for Pumped {
@@ -130,9 +185,9 @@ impl Pump {
         Ok(pump)
     }
 
-    /// Adds the socket `fd` to the set under a new key, before it is handed over with
-    /// [`Pump::open`]: a failure here leaves the socket with its user.
-    pub fn watch(&self, fd: RawFd) -> io::Result<usize> {
+    /// Adds the socket `fd` to the set under a new key, before it is handed over: a
+    /// failure here leaves the socket with its user.
+    fn watch(&self, fd: RawFd) -> io::Result<usize> {
         let key = match self.free.borrow_mut().pop() {
             Some(k) => k,
             None => {
@@ -162,7 +217,7 @@ impl Pump {
     }
 
     /// Takes `fd` out of the set and frees its key (from [`Pump::watch`]).
-    pub fn unwatch(&self, key: usize, fd: RawFd) {
+    fn unwatch(&self, key: usize, fd: RawFd) {
         // SAFETY: both descriptors are open; a removal passes no event.
         unsafe {
             libc::epoll_ctl(
@@ -175,18 +230,22 @@ impl Pump {
         self.free.borrow_mut().push(key);
     }
 
-    /// Takes over `stream`, watched under `key`, with the bytes already read from it
-    /// (`unread`: no whole frame, only the start of one, if anything) and the state of
-    /// a message begun before them; `bytes` counts what is read from now on.
-    pub fn open(
+    /// Takes over the socket `fd` of a subscribed stream: `parts` gives it up with the
+    /// bytes already read from it (at most the start of a frame or an event's
+    /// framing: the task has taken every whole one) and `decoder` the state its reader
+    /// left. `Ok(None)`: the set would not take the socket, which stays with its user
+    /// (`parts` is not called).
+    pub(crate) fn hand_over(
         self: &Rc<Self>,
-        key: usize,
-        stream: TcpStream,
-        mut unread: Vec<u8>,
-        frames: Frames,
-        bytes: Arc<AtomicU64>,
+        fd: RawFd,
+        parts: impl FnOnce() -> io::Result<(Parts, Decoder)>,
         feed: Feed,
-    ) -> Pumped {
+    ) -> io::Result<Option<Pumped>> {
+        let Ok(key) = self.watch(fd) else {
+            return Ok(None);
+        };
+        let ((stream, mut unread, bytes), decoder) =
+            parts().inspect_err(|_| self.unwatch(key, fd))?;
         let filled = unread.len();
         unread.resize(BUF.max(filled + BUF / 4), 0);
         let link = Rc::new(Link::default());
@@ -195,18 +254,19 @@ impl Pump {
             buf: unread,
             start: 0,
             filled,
-            frames,
+            decoder,
             unsent: Vec::new(),
             done: false,
             bytes,
             feed,
             link: link.clone(),
         }));
-        Pumped {
+        Ok(Some(Pumped {
             pump: self.clone(),
             key,
             link,
-        }
+            ended: None,
+        }))
     }
 
     /// Takes the slot out of the set and closes its socket.
@@ -316,11 +376,11 @@ impl Slot {
             }
             let room = self.buf.len() - self.filled;
             let n = match (&self.stream).read(&mut self.buf[self.filled..]) {
-                Ok(0) => return Err(violation("connection reset without closing handshake")),
+                Ok(0) => return Err(self.decoder.eof()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ClientError::Ws(e.to_string())),
+                Err(e) => return Err(self.decoder.io(e)),
             };
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.filled += n;
@@ -333,12 +393,50 @@ impl Slot {
         }
     }
 
-    /// Takes whole frames out of the buffer until none is left or the user has every
-    /// id it is owed (`true`: nothing after that is accounted).
+    /// Takes whole messages out of the buffer until none is left or the user has
+    /// every id it is owed (`true`: nothing after that is accounted).
     fn messages(&mut self) -> Result<bool, ClientError> {
+        match self.decoder {
+            Decoder::Ws(_) => self.frames(),
+            Decoder::Sse { .. } => self.events(),
+        }
+    }
+
+    /// [`Slot::messages`] for an SSE body. Its bytes are moved into the event parser
+    /// as they are taken, as in the user's task.
+    fn events(&mut self) -> Result<bool, ClientError> {
+        let Decoder::Sse { framing, parser } = &mut self.decoder else {
+            unreachable!("an SSE slot");
+        };
+        let buf = &self.buf[..self.filled];
+        *framing = crate::h1::decode(buf, &mut self.start, *framing, &mut |b| parser.push(b))
+            .map_err(|e| match e {
+                ClientError::Protocol(_) => ClientError::Sse(e.to_string()),
+                e => e,
+            })?;
+        while parser.next_event() {
+            self.link.fed.set(true);
+            let json = parser.data();
+            let wire = parser.event_bytes();
+            if (self.feed)(Received::Message { json, wire }) {
+                self.done = true;
+                return Ok(true);
+            }
+        }
+        if *framing == Framing::Done {
+            return Err(ClientError::Closed);
+        }
+        Ok(false)
+    }
+
+    /// [`Slot::messages`] for a WebSocket.
+    fn frames(&mut self) -> Result<bool, ClientError> {
         loop {
+            let Decoder::Ws(frames) = &mut self.decoder else {
+                unreachable!("a WebSocket slot");
+            };
             let unread = &self.buf[self.start..self.filled];
-            let (step, end) = match self.frames.step(unread)? {
+            let (step, end) = match frames.step(unread)? {
                 (Step::More(want), _) => {
                     if want > self.buf.len() - self.start {
                         let grown = self.start + want + BUF / 4;
@@ -356,7 +454,7 @@ impl Slot {
                 }
                 Step::Assembled { wire } => {
                     self.link.fed.set(true);
-                    let json = &self.frames.message[..];
+                    let json = &frames.message[..];
                     (self.feed)(Received::Message { json, wire })
                 }
                 Step::Ping { start } => {

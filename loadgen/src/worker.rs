@@ -48,24 +48,25 @@ pub struct WorkerCtx {
     /// Set when the worker has taken its snapshot of requests and bytes at the
     /// window's start: what is read from then on is in the window's counts.
     pub counting: Cell<bool>,
-    /// The worker's WebSocket pump, started by the first user that needs it.
+    /// The worker's pump for streams, started by the first user that needs it.
     pump: OnceCell<Option<Rc<Pump>>>,
 }
 
 impl WorkerCtx {
     /// The worker's pump; `None` if it could not be started, or if
-    /// `LOADGEN_WS_IN_TASK` is set (each user then reads its own socket: the way to
-    /// compare the two).
+    /// `LOADGEN_STREAMS_IN_TASK` (or its older name `LOADGEN_WS_IN_TASK`) is set: each
+    /// user then reads its own socket, the way to compare the two.
     pub fn pump(&self) -> Option<Rc<Pump>> {
         self.pump
             .get_or_init(|| {
-                if std::env::var_os("LOADGEN_WS_IN_TASK").is_some() {
+                let in_task = ["LOADGEN_STREAMS_IN_TASK", "LOADGEN_WS_IN_TASK"];
+                if in_task.iter().any(|v| std::env::var_os(v).is_some()) {
                     return None;
                 }
                 Pump::start()
                     .inspect_err(|e| {
                         eprintln!(
-                            "loadgen: worker {}: the WebSocket pump did not start ({e}); \
+                            "loadgen: worker {}: the pump did not start ({e}); \
                              its users read their own sockets",
                             self.index
                         )

@@ -112,6 +112,9 @@ macro_rules! transports {
     };
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 transports! {
     poll::Poll,
     long_poll::LongPoll,

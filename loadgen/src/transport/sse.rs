@@ -4,25 +4,51 @@
 //! The stream is parsed here, not by a general SSE library: every delivery goes
 //! through the parser, and one that keeps its buffers from event to event and hands
 //! out the data as a borrowed slice costs no allocation per event.
+//!
+//! Events that came with the answer's head are read in the user's task; then the
+//! socket is handed to the worker's pump (`crate::pump`), which reads the rest with
+//! the same parser, as it does a WebSocket's frames.
+
+use std::rc::Rc;
 
 use super::{Received, Receiver, Sub};
 use crate::error::ClientError;
 use crate::h1::{Conn, Stream};
+use crate::pump::{Decoder, Pump, Pumped};
 
 pub struct Sse {
-    body: Stream,
+    /// The answer's body, until its socket is handed to the worker's pump.
+    body: Option<Stream>,
     parser: Parser,
+    /// The pump to hand it to, and how the user's messages are accounted there.
+    pump: Option<(Rc<Pump>, crate::pump::Feed)>,
+    pumped: Option<Pumped>,
+}
+
+fn lost() -> ClientError {
+    ClientError::Sse("the connection was lost on its way to the pump".into())
+}
+
+/// A broken stream counts as an SSE error, whatever broke it.
+fn sse_error(e: ClientError) -> ClientError {
+    match e {
+        ClientError::Io(_) | ClientError::Protocol(_) => ClientError::Sse(e.to_string()),
+        e => e,
+    }
 }
 
 impl Receiver for Sse {
     const NAME: &'static str = "sse";
     const STREAM: bool = true;
+    const PUMPED: bool = true;
 
     async fn open(http: Conn, sub: &Sub<'_>, after: u64) -> Result<Self, ClientError> {
         let path = format!("/rooms/{}/events?after={after}", sub.room);
         Ok(Sse {
-            body: http.stream(&path).await?,
+            body: Some(http.stream(&path).await?),
             parser: Parser::default(),
+            pump: sub.pump.clone(),
+            pumped: None,
         })
     }
 
@@ -34,16 +60,49 @@ impl Receiver for Sse {
                     wire: self.parser.event_bytes(),
                 });
             }
-            let parser = &mut self.parser;
-            // A broken stream counts as an SSE error, whatever broke it.
-            self.body
-                .read(|b| parser.push(b))
-                .await
-                .map_err(|e| match e {
-                    ClientError::Io(_) | ClientError::Protocol(_) => ClientError::Sse(e.to_string()),
-                    e => e,
-                })?;
+            if self.pumped.is_none() && self.pump.is_some() {
+                let (body, parser) = (self.body.as_mut(), &mut self.parser);
+                let body = body.ok_or_else(lost)?;
+                if body.buffered(|b| parser.push(b)).map_err(sse_error)? {
+                    continue;
+                }
+                self.hand_over()?;
+            }
+            if let Some(pumped) = self.pumped.as_mut() {
+                return pumped.next().await;
+            }
+            let (body, parser) = (self.body.as_mut(), &mut self.parser);
+            let body = body.ok_or_else(lost)?;
+            body.read(|b| parser.push(b)).await.map_err(sse_error)?;
         }
+    }
+}
+
+impl Sse {
+    /// Hands the socket to the pump, with the parser, once no whole event is left in
+    /// what was read (`next` has taken them); a body that has ended stays, for the
+    /// task to report its end.
+    fn hand_over(&mut self) -> Result<(), ClientError> {
+        let (Some((pump, feed)), Some(body)) = (self.pump.as_ref(), self.body.as_ref()) else {
+            return Ok(());
+        };
+        if body.ended() {
+            return Ok(());
+        }
+        let fd = body.raw_fd();
+        let parts = || {
+            let body = self.body.take().expect("checked above");
+            let (parts, framing) = body.into_parts()?;
+            let parser = std::mem::take(&mut self.parser);
+            Ok((parts, Decoder::Sse { framing, parser }))
+        };
+        match pump.hand_over(fd, parts, feed.clone()) {
+            Ok(Some(pumped)) => self.pumped = Some(pumped),
+            // The socket stays with the user, read in its task.
+            Ok(None) => self.pump = None,
+            Err(e) => return Err(ClientError::Sse(e.to_string())),
+        }
+        Ok(())
     }
 }
 
@@ -263,5 +322,149 @@ mod tests {
             events(&[b"event: other\ndata: 1\n\ndata: 2\n\n"]),
             ["2"]
         );
+    }
+
+    mod pumped {
+        use tokio::io::AsyncWriteExt;
+
+        use crate::error::ClientError;
+        use crate::h1::Conn;
+        use crate::transport::testing::{accept_request, pumped_run, sub};
+        use crate::transport::{Received, Receiver};
+
+        use super::super::Sse;
+
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+            transfer-encoding: chunked\r\n\r\n";
+
+        /// `events` as an HTTP body of one chunk each.
+        fn chunked(events: &[&str]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for e in events {
+                out.extend_from_slice(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes());
+            }
+            out
+        }
+
+        /// A server that answers one subscription with `HEAD` and, after a pause if
+        /// `pause` (so that the socket is handed to the pump with nothing buffered),
+        /// `body` in pieces of `piece` bytes; then it closes the connection.
+        async fn serve(body: Vec<u8>, pause: bool, piece: usize) -> std::net::SocketAddr {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = accept_request(listener).await;
+                let mut out = HEAD.to_vec();
+                if pause {
+                    s.write_all(&out).await.unwrap();
+                    out.clear();
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                out.extend_from_slice(&body);
+                for p in out.chunks(piece) {
+                    s.write_all(p).await.unwrap();
+                    if pause {
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            addr
+        }
+
+        /// A comment, an event of each kind the parser passes or drops, data over two
+        /// lines with CRLF ends, then the body's last chunk.
+        fn script() -> Vec<u8> {
+            let mut body = chunked(&[
+                ": keep-alive\n\n",
+                "event: message\ndata: {\"a\":1}\n\n",
+                "data: two\r\ndata: lines\r\n\r\n",
+                "event: other\ndata: x\n\n",
+                "event: gap\ndata: g\n\n",
+                "data: last\n\n",
+            ]);
+            body.extend_from_slice(b"0\r\n\r\n");
+            body
+        }
+
+        /// What a user reading in its own task gets from `addr`, and how it ends.
+        async fn in_task(addr: std::net::SocketAddr) -> (Vec<String>, ClientError) {
+            let target = crate::target::Target::parse(&addr.to_string()).unwrap();
+            let conn = Conn::open(&target, None, Default::default()).await.unwrap();
+            let sub = sub(None);
+            let mut sse = Sse::open(conn, &sub, 0).await.unwrap();
+            let mut got = Vec::new();
+            loop {
+                match sse.next(&sub, 0).await {
+                    Ok(Received::Message { json, wire }) => {
+                        got.push(format!("{} {wire}", String::from_utf8(json.to_vec()).unwrap()))
+                    }
+                    Ok(_) => unreachable!("a task reading its own stream hands out messages"),
+                    Err(e) => return (got, e),
+                }
+            }
+        }
+
+        fn handed_over(sse: &Sse) -> bool {
+            sse.pumped.is_some()
+        }
+
+        /// The pump reads what the user's task reads: the same events with the same
+        /// wire bytes, the body's end as its end; in one piece with the answer's head
+        /// or in pieces of 3 bytes after it (read partly in the task), in one piece or
+        /// in pieces of 3 bytes after a pause (read wholly by the pump: several events
+        /// in one read, chunk lines split across reads).
+        #[tokio::test]
+        async fn the_pump_reads_the_same_events_as_the_task() {
+            let (want, end) = in_task(serve(script(), false, 3).await).await;
+            assert!(matches!(end, ClientError::Closed), "{end}");
+            let texts: Vec<&str> = want.iter().map(|m| m.rsplit_once(' ').unwrap().0).collect();
+            assert_eq!(texts, ["{\"a\":1}", "two\nlines", "g", "last"]);
+            for (pause, piece) in [(false, 4096), (false, 3), (true, 4096), (true, 3)] {
+                let addr = serve(script(), pause, piece).await;
+                let run = pumped_run(addr, "never", handed_over).await;
+                assert_eq!(run.got, want, "pause {pause}, pieces of {piece}");
+                assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
+                if pause {
+                    assert!(run.handed_over && run.in_task == 0, "read by the pump");
+                }
+            }
+        }
+
+        /// The last event and the end of the connection come in one read: the pump
+        /// reads on to the end, and says first that messages came.
+        #[tokio::test]
+        async fn the_pump_sees_an_end_that_comes_with_the_last_event() {
+            let addr = serve(chunked(&["data: y\n\n"]), true, 4096).await;
+            let run = pumped_run(addr, "never", handed_over).await;
+            assert!(run.handed_over && run.in_task == 0, "read by the pump");
+            assert_eq!(run.got, ["y 9"]);
+            assert_eq!(run.nothings, 1);
+            assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
+        }
+
+        /// Once the user has every id it is owed, nothing more is accounted, and the
+        /// end behind it is not reported.
+        #[tokio::test]
+        async fn nothing_is_accounted_after_the_user_has_all_it_is_owed() {
+            let addr = serve(chunked(&["data: x\n\n", "data: z\n\n"]), true, 4096).await;
+            let run = pumped_run(addr, "x", handed_over).await;
+            assert!(run.handed_over && run.in_task == 0, "read by the pump");
+            assert_eq!(run.got, ["x 9"]);
+            assert!(run.end.is_ok(), "{:?}", run.end);
+        }
+
+        /// A body whose chunking is broken is an SSE error, from the pump as from
+        /// the task.
+        #[tokio::test]
+        async fn a_broken_chunk_is_an_sse_error_from_the_pump() {
+            let addr = serve(b"zz\r\ndata: y\n\n\r\n".to_vec(), true, 4096).await;
+            let run = pumped_run(addr, "never", handed_over).await;
+            assert!(run.handed_over, "read by the pump");
+            assert!(run.got.is_empty());
+            let end = run.end.unwrap_err();
+            assert!(matches!(end, ClientError::Sse(_)), "{end:?}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use super::{Received, Receiver, Sub};
 use crate::error::ClientError;
 use crate::h1::Conn;
-use crate::pump::{Pump, Pumped};
+use crate::pump::{Decoder, Pump, Pumped};
 
 /// tungstenite's default limits.
 const MAX_FRAME: u64 = 16 << 20;
@@ -30,9 +30,6 @@ pub struct Ws {
     /// The pump to hand it to, and how the user's messages are accounted there.
     pump: Option<(Rc<Pump>, crate::pump::Feed)>,
     pumped: Option<Pumped>,
-    /// The pump's word that the stream ended, kept for the next call when messages
-    /// came first.
-    ended: Option<ClientError>,
     frames: Frames,
     /// The last complete message was put together in `frames.message`, not read in
     /// place.
@@ -202,7 +199,6 @@ impl Receiver for Ws {
             conn: Some(conn),
             pump: sub.pump.clone(),
             pumped: None,
-            ended: None,
             frames: Frames::default(),
             from_fragments: false,
             in_place: (0, 0),
@@ -236,21 +232,7 @@ impl Receiver for Ws {
                 wire: self.wire,
             });
         }
-        if let Some(e) = self.ended.take() {
-            return Err(e);
-        }
-        let pumped = self.pumped.as_ref().expect("handed over above");
-        match pumped.link.wait().await {
-            // The pump took the messages; the user is to look whether it has them all.
-            Ok(()) => Ok(Received::Nothing),
-            // Messages came before the end: said first, so that the user resumes at
-            // once, as it does after a message read in its own task.
-            Err(e) if pumped.link.fed() => {
-                self.ended = Some(e);
-                Ok(Received::Nothing)
-            }
-            Err(e) => Err(e),
-        }
+        self.pumped.as_mut().expect("handed over above").next().await
     }
 }
 
@@ -270,20 +252,18 @@ impl Ws {
         {
             return Ok(false);
         }
-        let Ok(key) = pump.watch(conn.raw_fd()) else {
-            // The socket stays with the user, read in its task.
-            self.pump = None;
-            return Ok(false);
-        };
-        let conn = self.conn.take().expect("checked above");
         let fd = conn.raw_fd();
-        let (stream, unread, bytes) = conn.into_parts().map_err(|e| {
-            pump.unwatch(key, fd);
-            ClientError::Ws(e.to_string())
-        })?;
-        let frames = std::mem::take(&mut self.frames);
-        self.pumped = Some(pump.open(key, stream, unread, frames, bytes, feed.clone()));
-        Ok(true)
+        let parts = || {
+            let conn = self.conn.take().expect("checked above");
+            Ok((conn.into_parts()?, Decoder::Ws(std::mem::take(&mut self.frames))))
+        };
+        match pump.hand_over(fd, parts, feed.clone()) {
+            Ok(Some(pumped)) => self.pumped = Some(pumped),
+            // The socket stays with the user, read in its task.
+            Ok(None) => self.pump = None,
+            Err(e) => return Err(ClientError::Ws(e.to_string())),
+        }
+        Ok(self.pumped.is_some())
     }
 
     /// Reads frames up to the end of a text message (`true`; where it lies is in
@@ -334,6 +314,7 @@ impl Ws {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::testing::{accept_request, pumped_run, sub};
 
     #[test]
     fn headers_of_every_length_and_the_protocols_refusals() {
@@ -364,16 +345,7 @@ mod tests {
     /// Accepts one connection on `listener` and reads its upgrade request: the
     /// connection and the 101 answer to write.
     async fn accept_upgrade(listener: tokio::net::TcpListener) -> (tokio::net::TcpStream, String) {
-        use tokio::io::AsyncReadExt;
-
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut req = Vec::new();
-        while !req.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.unwrap();
-            req.push(b[0]);
-        }
-        let req = String::from_utf8(req).unwrap();
+        let (s, req) = accept_request(listener).await;
         let key = req
             .lines()
             .find_map(|l| l.strip_prefix("sec-websocket-key: "))
@@ -425,17 +397,6 @@ mod tests {
         (addr, server)
     }
 
-    fn sub(pump: Option<(Rc<Pump>, crate::pump::Feed)>) -> Sub<'static> {
-        Sub {
-            room: "r",
-            client: "c",
-            poll_interval: std::time::Duration::from_secs(1),
-            long_poll_timeout_ms: 0,
-            phase: 0.0,
-            pump,
-        }
-    }
-
     fn assert_pong_of_pq(pong: [u8; 8]) {
         assert_eq!(pong[..2], [0x8a, 0x82]);
         let mask = &pong[2..6];
@@ -472,19 +433,14 @@ mod tests {
     #[tokio::test]
     async fn the_pump_reads_the_same_frames_and_hands_back_the_close() {
         for pause in [false, true] {
-            let local = tokio::task::LocalSet::new();
-            local
-                .run_until(async move {
-                    let (addr, server) = script_server(pause).await;
-                    let run = pumped_run(addr, "never").await;
-                    assert_eq!(run.got, ["hello 9", "x 3"], "pause: {pause}");
-                    assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
-                    if pause {
-                        assert!(run.handed_over, "handed over before the frames came");
-                    }
-                    assert_pong_of_pq(server.await.unwrap());
-                })
-                .await;
+            let (addr, server) = script_server(pause).await;
+            let run = pumped_run(addr, "never", |ws: &Ws| ws.pumped.is_some()).await;
+            assert_eq!(run.got, ["hello 9", "x 3"], "pause: {pause}");
+            assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
+            if pause {
+                assert!(run.handed_over, "handed over before the frames came");
+            }
+            assert_pong_of_pq(server.await.unwrap());
         }
     }
 
@@ -504,110 +460,30 @@ mod tests {
         addr
     }
 
-    /// What [`pumped_run`] saw.
-    struct PumpedRun {
-        /// The messages, `"<text> <wire bytes>"`, read in the task or by the pump.
-        got: Vec<String>,
-        /// How it ended: `Ok` once the user was owed nothing more.
-        end: Result<(), ClientError>,
-        /// How many times `next` answered `Nothing` before that.
-        nothings: usize,
-        /// Messages `next` handed over itself, read in the task before the hand-over.
-        in_task: usize,
-        handed_over: bool,
-    }
-
-    /// Reads a WebSocket from `addr` with a pump until it ends or the user is owed
-    /// nothing more (a message `owed_after` makes the feed answer that the user has
-    /// all it is owed).
-    async fn pumped_run(addr: std::net::SocketAddr, owed_after: &'static str) -> PumpedRun {
-        use std::cell::RefCell;
-
-        let target = crate::target::Target::parse(&addr.to_string()).unwrap();
-        let conn = Conn::open(&target, None, Default::default()).await.unwrap();
-        let got = Rc::new(RefCell::new(Vec::new()));
-        let see = {
-            let got = got.clone();
-            move |json: &[u8], wire: usize| {
-                let text = String::from_utf8(json.to_vec()).unwrap();
-                let owed_all = text == owed_after;
-                got.borrow_mut().push(format!("{text} {wire}"));
-                owed_all
-            }
-        };
-        let feed: crate::pump::Feed = {
-            let see = see.clone();
-            Rc::new(move |r| match r {
-                Received::Message { json, wire } => see(json, wire),
-                _ => false,
-            })
-        };
-        let sub = sub(Some((Pump::start().unwrap(), feed)));
-        let mut ws = Ws::open(conn, &sub, 0).await.unwrap();
-        let (mut nothings, mut in_task) = (0, 0);
-        let next = async {
-            loop {
-                match ws.next(&sub, 0).await {
-                    Ok(Received::Nothing) if got.borrow().iter().any(|m| m.starts_with(owed_after)) => {
-                        return Ok(());
-                    }
-                    Ok(Received::Nothing) => nothings += 1,
-                    Ok(Received::Message { json, wire }) => {
-                        in_task += 1;
-                        see(json, wire);
-                    }
-                    Ok(Received::Page(_)) => unreachable!(),
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let end = tokio::time::timeout(std::time::Duration::from_secs(10), next)
-            .await
-            .expect("the pump reported the stream's end or the user's");
-        let got = got.borrow().clone();
-        PumpedRun {
-            got,
-            end,
-            nothings,
-            in_task,
-            handed_over: ws.pumped.is_some(),
-        }
-    }
-
     /// The last frames and the end of the stream come in one read: the pump reads on to
     /// the end rather than waiting for an edge that will not come.
     #[tokio::test]
     async fn the_pump_sees_an_end_that_comes_with_the_last_frames() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let addr = upgrade_then(vec![0x81, 1, b'y']).await;
-                let run = pumped_run(addr, "never").await;
-                assert!(run.handed_over && run.in_task == 0, "read by the pump");
-                assert_eq!(run.got, ["y 3"]);
-                // A message came before the end: `Nothing` first, so that the user
-                // counts a delivery before the break and resumes at once.
-                assert_eq!(run.nothings, 1);
-                let end = run.end.unwrap_err().to_string();
-                assert!(end.contains("without closing handshake"), "{end}");
-            })
-            .await;
+        let addr = upgrade_then(vec![0x81, 1, b'y']).await;
+        let run = pumped_run(addr, "never", |ws: &Ws| ws.pumped.is_some()).await;
+        assert!(run.handed_over && run.in_task == 0, "read by the pump");
+        assert_eq!(run.got, ["y 3"]);
+        // A message came before the end: `Nothing` first, so that the user
+        // counts a delivery before the break and resumes at once.
+        assert_eq!(run.nothings, 1);
+        let end = run.end.unwrap_err().to_string();
+        assert!(end.contains("without closing handshake"), "{end}");
     }
 
     /// Once the user has every id it is owed, the pump accounts nothing more and does
     /// not report the close behind it as an error.
     #[tokio::test]
     async fn nothing_is_accounted_after_the_user_has_all_it_is_owed() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let frames = vec![0x81, 1, b'x', 0x81, 1, b'z', 0x88, 0];
-                let addr = upgrade_then(frames).await;
-                let run = pumped_run(addr, "x").await;
-                assert!(run.handed_over && run.in_task == 0, "read by the pump");
-                assert_eq!(run.got, ["x 3"]);
-                assert!(run.end.is_ok(), "{:?}", run.end);
-            })
-            .await;
+        let frames = vec![0x81, 1, b'x', 0x81, 1, b'z', 0x88, 0];
+        let addr = upgrade_then(frames).await;
+        let run = pumped_run(addr, "x", |ws: &Ws| ws.pumped.is_some()).await;
+        assert!(run.handed_over && run.in_task == 0, "read by the pump");
+        assert_eq!(run.got, ["x 3"]);
+        assert!(run.end.is_ok(), "{:?}", run.end);
     }
 }
