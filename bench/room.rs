@@ -76,7 +76,7 @@ fn encode(c: &mut Criterion) {
     // is, to every live session.
     for n in [1, 100] {
         group.bench_function(format!("ws_frames_of_a_run_of_{n}"), |b| {
-            b.iter(|| lab::transport::ws::Frames::new(black_box(&published[..n])))
+            b.iter(|| lab::transport::fanout::Frames::new(black_box(&published[..n])))
         });
     }
     // What a session catching up writes per message (through tungstenite).

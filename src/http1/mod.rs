@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -48,6 +48,31 @@ pub use rewind::{Rewind, read_first};
 pub fn upgraded_stream(upgraded: hyper::upgrade::Upgraded) -> Option<Rewind> {
     let parts = upgraded.downcast::<TokioIo<Rewind>>().ok()?;
     Some(parts.io.into_inner().after_upgrade(parts.read_buf))
+}
+
+/// A handler's wish to serve the rest of its connection itself, as an extension of its
+/// answer (a `Clone` handle, as extensions must be): the lean path writes the answer's
+/// head for a chunked body and `Connection: close`, then hands the socket to the
+/// function, whose future ends the connection; the body is dropped unread. hyper, which
+/// serves the requests the lean path does not take, knows nothing of it and writes
+/// the body, so an answer that carries this must have a body that works alone too.
+#[derive(Clone)]
+pub struct Takeover(Arc<Mutex<Option<TakeoverFn>>>);
+
+type TakeoverFn = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+impl Takeover {
+    pub fn new<F>(serve: impl FnOnce(TcpStream) -> F + Send + 'static) -> Takeover
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let serve: TakeoverFn = Box::new(move |stream| Box::pin(serve(stream)));
+        Takeover(Arc::new(Mutex::new(Some(serve))))
+    }
+
+    fn take(&self) -> Option<TakeoverFn> {
+        self.0.lock().unwrap().take()
+    }
 }
 
 /// Bytes asked of the kernel per read of a request.
@@ -98,8 +123,10 @@ pub async fn serve(
     };
     // The flag a held answer reads to learn that its client has shut its sending side.
     let served = SENDING_SHUT.scope(Cell::new(false), connection.serve_requests());
-    if let Ok(Next::Hyper) = served.await {
-        connection.hand_to_hyper().await;
+    match served.await {
+        Ok(Next::Hyper) => connection.hand_to_hyper().await,
+        Ok(Next::Takeover(serve)) => serve(connection.stream).await,
+        Ok(Next::Close) | Err(_) => {}
     }
 }
 
@@ -117,6 +144,8 @@ struct Connection {
 enum Next {
     Close,
     Hyper,
+    /// The head of an answer with a [`Takeover`] is written: the rest is the handler's.
+    Takeover(TakeoverFn),
 }
 
 /// What ends a read that has to wait, besides shutdown.
@@ -170,6 +199,16 @@ impl Connection {
                 },
                 () = gone(&mut self.stream, &mut self.buf) => return Ok(Next::Close),
             };
+            let takeover = response
+                .extensions()
+                .get::<Takeover>()
+                .and_then(Takeover::take);
+            if let Some(serve) = takeover {
+                return Ok(match self.writer().write_head(response).await? {
+                    true => Next::Takeover(serve),
+                    false => Next::Close,
+                });
+            }
             let close = asked_close || asks_close(&response) || self.shutdown.is_cancelled();
             if !self.writer().write_response(response, close).await? {
                 return Ok(Next::Close);
@@ -373,6 +412,15 @@ impl Writer<'_> {
             // A stream waiting for its next event holds no write buffer.
             out = Vec::new();
         }
+    }
+
+    /// Writes the head of an answer whose body the handler writes itself, chunked, on
+    /// a connection that ends with it ([`Takeover`]); `false` when the client went away.
+    async fn write_head(mut self, response: Response) -> io::Result<bool> {
+        let (parts, _body) = response.into_parts();
+        let mut out = Vec::with_capacity(512);
+        response::encode_head(&mut out, &parts, Framing::Chunked, true);
+        self.write(&out).await
     }
 
     /// Writes all of `bytes`; `false` when that made no progress for the write timeout.

@@ -9,6 +9,8 @@ use axum::Router;
 use crate::state::AppState;
 
 pub mod common;
+pub mod fanout;
+pub mod outbox;
 
 macro_rules! transports {
     ($($module:ident),* $(,)?) => {

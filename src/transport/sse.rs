@@ -1,9 +1,17 @@
 //! Server-Sent Events: `GET /rooms/{room}/events?after=N` (or `Last-Event-ID`).
 //!
-//! The body is a stream of ready-made event bytes: all messages waiting for this
-//! reader are joined into one chunk, so a burst costs one write, not one per message.
+//! On the lean HTTP/1 path the stream takes its connection over once the answer's
+//! head is written ([`http1::Takeover`]). From then on it is served as a WebSocket is:
+//! while it has had every message, the room's SSE fan-out (`super::fanout`) writes
+//! each new event, framed once as an HTTP chunk for every stream, to its socket
+//! itself, through the socket's outbox (`super::outbox`); the stream's own task runs
+//! only to catch up (at its start, or when the fan-out hands it back), for keep-alives,
+//! and for its end. An answer served by hyper (a request the lean path does not take)
+//! is a body of ready-made event bytes instead: all messages waiting for the reader
+//! are joined into one chunk, so a burst costs one write, not one per message.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,15 +23,20 @@ use axum::routing::get;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::common::{self, RoomName, StrictQuery};
+use super::fanout::{Encoding, FanOut};
+use super::outbox::Outbox;
 use crate::error::ApiError;
+use crate::http1;
 use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
-use crate::room::{Batch, Subscription, sse_event};
+use crate::room::{Batch, Published, Subscription, sse_event};
 use crate::state::AppState;
+use crate::time_limit::within;
 
 pub const NAME: &str = "sse";
 
@@ -74,14 +87,29 @@ async fn events(
         stop: Box::pin(state.shutdown.clone().cancelled_owned()),
         _slot: slot,
     };
+    // The stream goes to whichever takes it first: the lean path's takeover, or the
+    // body hyper writes.
+    let taken = Arc::new(Mutex::new(Some(stream)));
+    let takeover = http1::Takeover::new({
+        let (taken, state) = (taken.clone(), state.clone());
+        move |socket| async move {
+            let stream = taken.lock().unwrap().take();
+            if let Some(stream) = stream {
+                stream.serve(socket, &state).await;
+            }
+        }
+    });
     let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-    let body = stream::once(async move { Ok::<_, std::convert::Infallible>(first) }).chain(
-        stream::unfold(stream, |mut s| async move {
-            let chunk = s.next_chunk().await?;
-            Some((Ok(chunk), s))
-        }),
-    );
-    Ok((
+    let events = stream::once(async move { taken.lock().unwrap().take() })
+        .filter_map(std::future::ready)
+        .flat_map(|stream| {
+            stream::unfold(stream, |mut s| async move {
+                let chunk = s.next_chunk().await?;
+                Some((Ok(chunk), s))
+            })
+        });
+    let body = stream::once(async move { Ok::<_, std::convert::Infallible>(first) }).chain(events);
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -95,8 +123,36 @@ async fn events(
         ],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(takeover);
+    Ok(response)
 }
+
+/// An SSE event as the fan-out writes it: one HTTP chunk of the message's event bytes.
+pub struct SseChunk;
+
+impl Encoding for SseChunk {
+    fn push(out: &mut Vec<u8>, message: &Published) -> usize {
+        push_chunk(out, &message.sse);
+        message.sse.len()
+    }
+}
+
+/// Appends `data` as one chunk of a chunked body; nothing for no data, as a chunk of
+/// none would end the body.
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write;
+    if data.is_empty() {
+        return;
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// One reader's stream. Dropped by hyper when the client goes away, which frees its
 /// subscription and its connection slot.
@@ -114,6 +170,130 @@ struct EventStream {
 }
 
 impl EventStream {
+    /// The stream's whole life on a connection the lean path handed over, the answer's
+    /// head written: until the client goes away, a write cannot finish within the
+    /// write timeout, or the server stops (then the body is ended properly).
+    ///
+    /// While the stream has every message so far it is live: the room's SSE fan-out
+    /// writes new events to the socket and this task is not woken for them. It writes
+    /// from its own subscription only to catch up (at the start, or when the fan-out
+    /// hands it back), and goes live again once it has nothing left.
+    async fn serve(mut self, socket: TcpStream, state: &AppState) {
+        let outbox = Outbox::new(socket, state.config.queue_capacity as usize);
+        let write_limit = Duration::from_millis(state.config.write_timeout_ms);
+        let mut first = Vec::new();
+        push_chunk(&mut first, format!("retry: {RETRY_MS}\n\n").as_bytes());
+        if !self.write(&outbox, &first, write_limit).await {
+            return;
+        }
+        let room = self.subscription.room().clone();
+        let _joined = room
+            .attachment::<FanOut<SseChunk>>()
+            .enter(&room, &outbox, state, &self.metrics);
+        if let Some(batch) = outbox.go_live(|| self.caught_up()) {
+            if !self.catch_up(&outbox, batch, write_limit, state).await {
+                return;
+            }
+        }
+        // What the stream had when it was last seen to be quiet or to have moved.
+        let mut seen = outbox.cursor();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut self.stop => {
+                    outbox.close();
+                    self.write(&outbox, LAST_CHUNK, write_limit).await;
+                    return;
+                }
+                handed_back = outbox.attention() => {
+                    // As a WebSocket session does: the subscription moves up to what
+                    // the outbox took, and what the fan-out left for the kernel is
+                    // written here.
+                    let through = handed_back.unwrap_or_else(|| outbox.cursor());
+                    self.subscription.skip_to(through);
+                    if !matches!(within(write_limit, outbox.flush()).await, Some(Ok(()))) {
+                        return;
+                    }
+                }
+                batch = self.subscription.next(BATCH), if !outbox.is_live() => {
+                    if !self.catch_up(&outbox, batch, write_limit, state).await {
+                        return;
+                    }
+                }
+                () = outbox.peer_closed() => return,
+                _ = &mut self.keep_alive_timer => {
+                    // The fan-out's writes are seen here only as the outbox's cursor
+                    // moving: a stream that moved since the last look was not quiet.
+                    let now = Instant::now();
+                    let cursor = outbox.cursor();
+                    if cursor != seen {
+                        seen = cursor;
+                        self.quiet_since = now;
+                    }
+                    let due = self.quiet_since + self.keep_alive;
+                    if now >= due {
+                        let mut comment = Vec::new();
+                        push_chunk(&mut comment, b": keep-alive\n\n");
+                        if !self.write(&outbox, &comment, write_limit).await {
+                            return;
+                        }
+                        self.quiet_since = now;
+                    }
+                    self.keep_alive_timer.as_mut().reset(self.quiet_since + self.keep_alive);
+                }
+            }
+        }
+    }
+
+    /// Writes whole chunks through the outbox, and all it holds; whether that finished
+    /// in time.
+    async fn write(&self, outbox: &Outbox, chunks: &[u8], limit: Duration) -> bool {
+        let written = within(limit, async {
+            outbox.write(chunks).await?;
+            outbox.flush().await
+        });
+        matches!(written.await, Some(Ok(())))
+    }
+
+    /// The subscription's cursor if it has nothing ready, else what it has.
+    fn caught_up(&mut self) -> Result<u64, Batch> {
+        let batch = self.subscription.try_next(BATCH);
+        if batch.is_empty() {
+            Ok(self.subscription.cursor())
+        } else {
+            Err(batch)
+        }
+    }
+
+    /// Writes `batch` and whatever else the subscription has, until the stream goes
+    /// live. Whether the writes finished in time.
+    async fn catch_up(
+        &mut self,
+        outbox: &Outbox,
+        mut batch: Batch,
+        limit: Duration,
+        state: &AppState,
+    ) -> bool {
+        loop {
+            let events = self.encode(batch);
+            let mut chunk = Vec::with_capacity(events.len() + 16);
+            push_chunk(&mut chunk, &events);
+            if !self.write(outbox, &chunk, limit).await {
+                return false;
+            }
+            self.quiet_since = Instant::now();
+            // A reader slower than the room would keep the stream here: the loop's
+            // `stop` branch ends it.
+            if state.shutdown.is_cancelled() {
+                return true;
+            }
+            match outbox.go_live(|| self.caught_up()) {
+                None => return true,
+                Some(more) => batch = more,
+            }
+        }
+    }
+
     /// The next chunk to write, or `None` when the server is stopping.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {

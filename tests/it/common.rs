@@ -261,3 +261,11 @@ pub fn handshake_headers(request: reqwest::RequestBuilder, key: &str) -> reqwest
         .header("sec-websocket-version", "13")
         .header("sec-websocket-key", key)
 }
+
+/// A connection to the server whose receive buffer is `bytes`: a reader with a small
+/// window, which a server's writes fill quickly.
+pub async fn with_receive_buffer_tcp(server: &TestServer, bytes: u32) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}

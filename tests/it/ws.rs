@@ -518,12 +518,6 @@ async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
 }
 
 /// A connection to the server whose socket receive buffer is `bytes`.
-async fn with_receive_buffer_tcp(server: &TestServer, bytes: u32) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(bytes).unwrap();
-    socket.connect(server.addr).await.unwrap()
-}
-
 /// A WebSocket handshake for `path`, as bytes to write on a bare connection.
 fn raw_handshake(path: &str) -> Vec<u8> {
     format!(

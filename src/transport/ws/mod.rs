@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -33,16 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-mod fanout;
-mod outbox;
-
-use self::fanout::FanOut;
-use self::outbox::{Outbox, SessionIo};
-
-/// The frames the fan-out writes to every live session, built once per run of
-/// messages; public for the encoding benchmark.
-pub use self::fanout::Frames;
 use super::common::{self, RoomName, StrictQuery};
+use super::fanout::{FanOut, WsText};
+use super::outbox::{Outbox, SessionIo};
 use crate::error::ApiError;
 use crate::http1::{self, has_token};
 use crate::limits::ConnectionGuard;
@@ -220,28 +212,13 @@ async fn serve(on_upgrade: OnUpgrade, mut session: Session) {
     let io = SessionIo::new(read_past, outbox.clone());
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let room = session.subscription.room().clone();
-    let joined = Joined {
-        fanout: room.attachment::<FanOut>(),
-        outbox,
-    };
-    joined
-        .fanout
-        .join(&room, joined.outbox.clone(), &session.state, &session.metrics);
-    session.run(socket, &joined.outbox).await;
-}
-
-/// A session's place in its room's fan-out, given up when the session ends, however
-/// it ends.
-struct Joined {
-    fanout: Arc<FanOut>,
-    outbox: Arc<Outbox>,
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        self.outbox.close();
-        self.fanout.leave(&self.outbox);
-    }
+    let _joined = room.attachment::<FanOut<WsText>>().enter(
+        &room,
+        &outbox,
+        &session.state,
+        &session.metrics,
+    );
+    session.run(socket, &outbox).await;
 }
 
 fn socket_config(max_message_bytes: usize) -> WebSocketConfig {

@@ -1,12 +1,13 @@
-//! One WebSocket's write side, shared by its session and its room's fan-out.
+//! One stream's write side (a WebSocket's or an SSE response's), shared by its
+//! session and its room's fan-out.
 //!
 //! While a session has every message so far, the room's fan-out
 //! ([`super::fanout`]) writes each new message's frame to the socket itself, with a
 //! non-blocking write, and the session's task is not woken for it. What the kernel
 //! does not take at once waits here, in order, for the session to write. Everything
-//! the session writes (through tungstenite: messages it catches up on, gap notices,
-//! pings, pongs, closes) comes here too, whole frames at a time, so the two writers
-//! never interleave inside a frame.
+//! the session writes (messages it catches up on, gap notices, keep-alives; for a
+//! WebSocket, through tungstenite, pings, pongs and closes) comes here too, whole
+//! frames at a time, so the two writers never interleave inside a frame.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -65,8 +66,9 @@ struct State {
 /// What the fan-out did with its messages for one outbox.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offered {
-    /// Written or queued: this many messages, carrying this many JSON bytes.
-    Taken { messages: usize, json_bytes: usize },
+    /// Written or queued: this many messages, carrying this many bytes (as the
+    /// transport's metrics count them).
+    Taken { messages: usize, carried: usize },
     /// Not for this outbox now (its session is catching up, or already has it).
     Passed,
     /// Handed back to the session, which will catch up on it itself.
@@ -99,7 +101,7 @@ impl Outbox {
         if s.cursor + 1 < frames.first() {
             return s.hand_back();
         }
-        let (bytes, messages, json_bytes) = frames.from(s.cursor + 1);
+        let (bytes, messages, carried) = frames.from(s.cursor + 1);
         // A reader that takes too little in is handed back too: it is written to by
         // its own task, which gives up on it after the write limit. An empty outbox
         // takes one run whatever its size (a single message over the limit).
@@ -118,7 +120,7 @@ impl Outbox {
             s.wanted = true;
             s.wake();
         }
-        Offered::Taken { messages, json_bytes }
+        Offered::Taken { messages, carried }
     }
 
     /// Writes what the kernel takes of `bytes` now, if nothing is held before them,
@@ -196,6 +198,38 @@ impl Outbox {
         let mut s = self.state();
         s.live = false;
         s.waker = None;
+    }
+
+    /// The session's own write of whole frames (a transport without tungstenite): waits
+    /// until the outbox holds less than [`LIMIT`], then writes what the kernel takes
+    /// and holds the rest behind what the fan-out left.
+    pub async fn write(&self, frames: &[u8]) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx, LIMIT - 1)).await?;
+        let mut s = self.state();
+        self.write_or_hold(&mut s, frames).map(|_| ())
+    }
+
+    /// Writes everything held, waiting for the socket.
+    pub async fn flush(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx, 0)).await
+    }
+
+    /// Resolves when the peer has closed its side (or reset the connection), for a
+    /// transport whose peer sends nothing after its request: what it sends is read
+    /// and dropped.
+    pub async fn peer_closed(&self) {
+        let mut buf = [0u8; 512];
+        loop {
+            if self.stream.readable().await.is_err() {
+                return;
+            }
+            match self.stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Writes pending bytes until at most `below` are left, waiting for the socket.
@@ -339,12 +373,14 @@ mod tests {
 
     use super::{LIMIT, Offered, Outbox};
     use crate::room::{Draft, Published};
-    use crate::transport::ws::fanout::Frames;
+    use crate::transport::fanout::Frames;
 
     /// An outbox on one end of a loopback connection, and the other end.
     async fn pair() -> (Arc<Outbox>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
         (Outbox::new(ours, 1024), peer)
     }

@@ -1,12 +1,14 @@
-//! A room's WebSocket fan-out: one task per room that writes each new message to
-//! every live session's socket itself.
+//! A room's fan-out for one streaming transport (WebSocket, SSE): one task per room
+//! and transport that writes each new message to every live session's socket itself.
 //!
 //! A task per socket, woken for every message, cost about a fifth of the server's CPU
-//! per delivery at 10,000 sockets (the wake-up, the broadcast receive, the session's
-//! `select!`, tungstenite's framing of the same text once per socket). Here the frame
-//! is made once per message and written by one loop; a session's own task runs only
-//! for what the loop hands back to it (see [`super::outbox`]).
+//! per delivery at 10,000 WebSockets (the wake-up, the broadcast receive, the
+//! session's `select!`, tungstenite's framing of the same text once per socket). Here
+//! the frame is made once per message and written by one loop; a session's own task
+//! runs only for what the loop hands back to it (see [`super::outbox`]). How a
+//! message is framed is the transport's [`Encoding`].
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -28,12 +30,39 @@ const TURN: usize = 256;
 /// in is handed back to its own task (the outbox holds at most 64 KiB).
 const RUN_BYTES: usize = 32 * 1024;
 
+/// How a transport frames one message for the wire, the same bytes for every socket.
+pub trait Encoding: Send + Sync + 'static {
+    /// Appends `message`'s frame to `out`; the bytes it carries, as the transport's
+    /// metrics count them.
+    fn push(out: &mut Vec<u8>, message: &Published) -> usize;
+}
+
+/// A WebSocket text frame of the message's JSON.
+pub struct WsText;
+
+impl Encoding for WsText {
+    fn push(out: &mut Vec<u8>, message: &Published) -> usize {
+        push_text_frame(out, &message.json);
+        message.json.len()
+    }
+}
+
 /// The live sessions of one room, and whether its task runs.
-#[derive(Default)]
-pub struct FanOut {
+pub struct FanOut<E> {
     inner: Mutex<Inner>,
     /// Told when the last session leaves, so that an idle task ends.
     emptied: Notify,
+    encoding: PhantomData<fn() -> E>,
+}
+
+impl<E> Default for FanOut<E> {
+    fn default() -> Self {
+        FanOut {
+            inner: Mutex::default(),
+            emptied: Notify::new(),
+            encoding: PhantomData,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,7 +71,7 @@ struct Inner {
     running: bool,
 }
 
-impl FanOut {
+impl<E: Encoding> FanOut<E> {
     /// Adds a session's outbox; starts the room's task if it is not running.
     pub fn join(
         self: &Arc<Self>,
@@ -61,6 +90,22 @@ impl FanOut {
         }
     }
 
+    /// [`FanOut::join`], given up when the returned place is dropped, however the
+    /// session ends.
+    pub fn enter(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        outbox: &Arc<Outbox>,
+        state: &AppState,
+        metrics: &TransportMetrics,
+    ) -> Joined<E> {
+        self.join(room, outbox.clone(), state, metrics);
+        Joined {
+            fanout: self.clone(),
+            outbox: outbox.clone(),
+        }
+    }
+
     /// Removes a session's outbox (closed by then).
     pub fn leave(&self, outbox: &Arc<Outbox>) {
         let mut inner = self.inner.lock().unwrap();
@@ -73,6 +118,19 @@ impl FanOut {
     }
 }
 
+/// A session's place in its room's fan-out, given up when dropped.
+pub struct Joined<E: Encoding> {
+    fanout: Arc<FanOut<E>>,
+    outbox: Arc<Outbox>,
+}
+
+impl<E: Encoding> Drop for Joined<E> {
+    fn drop(&mut self) {
+        self.outbox.close();
+        self.fanout.leave(&self.outbox);
+    }
+}
+
 /// The frames of a run of consecutive messages, as one buffer: a session that has
 /// had everything before `first` is written the whole of it in one write, one that
 /// has had some of them the rest. Under load the fan-out falls behind, takes several
@@ -80,28 +138,32 @@ impl FanOut {
 pub struct Frames {
     first: u64,
     bytes: Vec<u8>,
-    /// Where each message's frame starts in `bytes`, and how many JSON bytes the
-    /// messages before it carry (for the byte count), one more entry at the end.
+    /// Where each message's frame starts in `bytes`, and how many bytes (as the
+    /// metrics count them) the messages before it carry, one more entry at the end.
     starts: Vec<(usize, usize)>,
 }
 
 impl Frames {
-    /// `messages`: at least one, consecutive ids, in order.
+    /// WebSocket text frames of `messages`: at least one, consecutive ids, in order.
     pub fn new(messages: &[Arc<Published>]) -> Frames {
+        Frames::of::<WsText>(messages)
+    }
+
+    /// `messages` framed by `E`: at least one, consecutive ids, in order.
+    pub fn of<E: Encoding>(messages: &[Arc<Published>]) -> Frames {
         assert!(!messages.is_empty(), "frames of no message");
-        let size: usize = messages.iter().map(|m| m.json.len() + 10).sum();
+        let size: usize = messages.iter().map(|m| m.sse.len() + 16).sum();
         let mut frames = Frames {
             first: messages.first().map_or(0, |m| m.id),
             bytes: Vec::with_capacity(size),
             starts: Vec::with_capacity(messages.len() + 1),
         };
-        let mut json = 0;
+        let mut carried = 0;
         for message in messages {
-            frames.starts.push((frames.bytes.len(), json));
-            push_text_frame(&mut frames.bytes, &message.json);
-            json += message.json.len();
+            frames.starts.push((frames.bytes.len(), carried));
+            carried += E::push(&mut frames.bytes, message);
         }
-        frames.starts.push((frames.bytes.len(), json));
+        frames.starts.push((frames.bytes.len(), carried));
         frames
     }
 
@@ -115,12 +177,16 @@ impl Frames {
     }
 
     /// The frames of the messages from id `next` on: the bytes, how many messages and
-    /// how many JSON bytes they carry.
+    /// how many bytes they carry.
     pub fn from(&self, next: u64) -> (&[u8], usize, usize) {
         let i = (next - self.first) as usize;
         let (start, json_before) = self.starts[i];
         let (_, json_all) = self.starts[self.starts.len() - 1];
-        (&self.bytes[start..], self.starts.len() - 1 - i, json_all - json_before)
+        (
+            &self.bytes[start..],
+            self.starts.len() - 1 - i,
+            json_all - json_before,
+        )
     }
 }
 
@@ -158,8 +224,8 @@ fn push_text_frame(frame: &mut Vec<u8>, payload: &[u8]) {
     frame.extend_from_slice(payload);
 }
 
-async fn run(
-    fanout: Arc<FanOut>,
+async fn run<E: Encoding>(
+    fanout: Arc<FanOut<E>>,
     mut subscription: Subscription,
     state: AppState,
     metrics: TransportMetrics,
@@ -185,12 +251,16 @@ async fn run(
         // the next one, are handed back and tell their readers themselves.
         let mut turn = 0;
         for run in runs_of_at_most(&batch.messages, RUN_BYTES) {
-            let frames = Frames::new(run);
+            let frames = Frames::of::<E>(run);
             let (mut messages, mut bytes) = (0, 0);
             for outbox in &outboxes {
-                if let Offered::Taken { messages: m, json_bytes } = outbox.offer(&frames) {
+                if let Offered::Taken {
+                    messages: m,
+                    carried,
+                } = outbox.offer(&frames)
+                {
                     messages += m;
-                    bytes += json_bytes;
+                    bytes += carried;
                 }
                 turn += 1;
                 if turn % TURN == 0 {
@@ -221,7 +291,11 @@ mod tests {
 
     #[test]
     fn frames_of_a_run_of_messages_and_their_tails() {
-        let messages = [message(7, "a"), message(8, &"x".repeat(300)), message(9, "b")];
+        let messages = [
+            message(7, "a"),
+            message(8, &"x".repeat(300)),
+            message(9, "b"),
+        ];
         let frames = Frames::new(&messages);
         assert_eq!((frames.first(), frames.last()), (7, 9));
         let json: Vec<usize> = messages.iter().map(|m| m.json.len()).collect();
@@ -231,7 +305,10 @@ mod tests {
         assert_eq!(all[..2], [0x81, json[0] as u8]);
         assert_eq!(&all[2..2 + json[0]], &messages[0].json[..]);
         let second = &all[2 + json[0]..];
-        assert_eq!(second[..4], [0x81, 126, (json[1] >> 8) as u8, json[1] as u8]);
+        assert_eq!(
+            second[..4],
+            [0x81, 126, (json[1] >> 8) as u8, json[1] as u8]
+        );
         let (tail, count, bytes) = frames.from(9);
         assert_eq!((count, bytes), (1, json[2]));
         assert_eq!(tail[..2], [0x81, json[2] as u8]);
