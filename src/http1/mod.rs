@@ -125,7 +125,9 @@ pub async fn serve(
     let served = SENDING_SHUT.scope(Cell::new(false), connection.serve_requests());
     match served.await {
         Ok(Next::Hyper) => connection.hand_to_hyper().await,
-        Ok(Next::Takeover(serve)) => serve(connection.stream).await,
+        // The rest of the connection (its service, timers, any pipelined bytes) is
+        // let go of first: the stream may last for hours.
+        Ok(Next::Takeover(serve)) => serve(connection.into_stream()).await,
         Ok(Next::Close) | Err(_) => {}
     }
 }
@@ -315,6 +317,10 @@ impl Connection {
                 Ok(None)
             }
         }
+    }
+
+    fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     async fn hand_to_hyper(self) {

@@ -11,6 +11,8 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
+use tokio::time::Instant;
+
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -35,6 +37,9 @@ pub trait Encoding: Send + Sync + 'static {
     /// Appends `message`'s frame to `out`; the bytes it carries, as the transport's
     /// metrics count them.
     fn push(out: &mut Vec<u8>, message: &Published) -> usize;
+
+    /// At least the length of `message`'s frame.
+    fn len(message: &Published) -> usize;
 }
 
 /// A WebSocket text frame of the message's JSON.
@@ -44,6 +49,10 @@ impl Encoding for WsText {
     fn push(out: &mut Vec<u8>, message: &Published) -> usize {
         push_text_frame(out, &message.json);
         message.json.len()
+    }
+
+    fn len(message: &Published) -> usize {
+        message.json.len() + 10
     }
 }
 
@@ -137,6 +146,7 @@ impl<E: Encoding> Drop for Joined<E> {
 /// messages at once, and a socket gets them all in one write rather than one each.
 pub struct Frames {
     first: u64,
+    made: Instant,
     bytes: Vec<u8>,
     /// Where each message's frame starts in `bytes`, and how many bytes (as the
     /// metrics count them) the messages before it carry, one more entry at the end.
@@ -152,9 +162,10 @@ impl Frames {
     /// `messages` framed by `E`: at least one, consecutive ids, in order.
     pub fn of<E: Encoding>(messages: &[Arc<Published>]) -> Frames {
         assert!(!messages.is_empty(), "frames of no message");
-        let size: usize = messages.iter().map(|m| m.sse.len() + 16).sum();
+        let size: usize = messages.iter().map(|m| E::len(m)).sum();
         let mut frames = Frames {
             first: messages.first().map_or(0, |m| m.id),
+            made: Instant::now(),
             bytes: Vec::with_capacity(size),
             starts: Vec::with_capacity(messages.len() + 1),
         };
@@ -174,6 +185,11 @@ impl Frames {
 
     pub fn first(&self) -> u64 {
         self.first
+    }
+
+    /// When these frames were made: about when they are written.
+    pub fn made(&self) -> Instant {
+        self.made
     }
 
     /// The frames of the messages from id `next` on: the bytes, how many messages and

@@ -14,10 +14,12 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
@@ -27,6 +29,9 @@ use super::fanout::Frames;
 /// Most bytes held for the kernel. The fan-out hands a session that would go over it
 /// back to its own task; a write by the session waits until the outbox is under it.
 pub const LIMIT: usize = 64 * 1024;
+/// Most bytes [`Outbox::peer_closed`] reads and drops: as much as the lean HTTP/1 path
+/// keeps of what a client sends while its answer is pending.
+const PEER_BYTES: usize = 16 * 1024;
 
 pub struct Outbox {
     stream: TcpStream,
@@ -61,6 +66,9 @@ struct State {
     waker: Option<Waker>,
     /// A close frame has been written: nothing may follow it (RFC 6455 5.5.1).
     closed: bool,
+    /// When the fan-out last wrote (or held) anything here: the time its frames were
+    /// made.
+    offered_at: Option<Instant>,
 }
 
 /// What the fan-out did with its messages for one outbox.
@@ -114,6 +122,7 @@ impl Outbox {
             Err(_) => return s.hand_back(),
         };
         s.cursor = frames.last();
+        s.offered_at = Some(frames.made());
         s.taken_since += messages as u64;
         if !all_written || s.taken_since >= self.wake_every {
             s.taken_since = 0;
@@ -193,43 +202,77 @@ impl Outbox {
         .await
     }
 
-    /// The session has ended: nothing more is written by the fan-out.
+    /// The session has ended: nothing more is written by the fan-out, and the outbox
+    /// does not go live again.
     pub fn close(&self) {
         let mut s = self.state();
         s.live = false;
+        s.closed = true;
         s.waker = None;
     }
 
-    /// The session's own write of whole frames (a transport without tungstenite): waits
-    /// until the outbox holds less than [`LIMIT`], then writes what the kernel takes
-    /// and holds the rest behind what the fan-out left.
-    pub async fn write(&self, frames: &[u8]) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_drain(cx, LIMIT - 1)).await?;
-        let mut s = self.state();
-        self.write_or_hold(&mut s, frames).map(|_| ())
+    /// When the fan-out last wrote here, if it has.
+    pub fn offered_at(&self) -> Option<Instant> {
+        self.state().offered_at
     }
 
-    /// Writes everything held, waiting for the socket.
-    pub async fn flush(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_drain(cx, 0)).await
+    /// The session's own write of whole frames (a transport without tungstenite), and
+    /// of everything held: `false` if the socket took nothing for `stalled` while
+    /// bytes waited (a reader that stopped reading), or failed. A reader that takes
+    /// its bytes slowly but steadily is written to for as long as it takes.
+    pub async fn write(&self, frames: &[u8], stalled: Duration) -> bool {
+        if !self.drain_while_moving(LIMIT - 1, stalled).await {
+            return false;
+        }
+        let held = {
+            let mut s = self.state();
+            self.write_or_hold(&mut s, frames)
+        };
+        held.is_ok() && self.drain_while_moving(0, stalled).await
+    }
+
+    /// Writes everything held, as [`Outbox::write`] does.
+    pub async fn flush(&self, stalled: Duration) -> bool {
+        self.drain_while_moving(0, stalled).await
+    }
+
+    /// Writes held bytes until at most `below` are left, each wait for the socket to
+    /// take more bounded by `stalled`.
+    async fn drain_while_moving(&self, below: usize, stalled: Duration) -> bool {
+        loop {
+            let held = self.pending_len();
+            if held <= below {
+                return true;
+            }
+            let moved = std::future::poll_fn(|cx| self.poll_drain(cx, held - 1));
+            match crate::time_limit::within(stalled, moved).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) | None => return false,
+            }
+        }
     }
 
     /// Resolves when the peer has closed its side (or reset the connection), for a
-    /// transport whose peer sends nothing after its request: what it sends is read
-    /// and dropped.
+    /// transport whose peer sends nothing after its request. What it sends is read
+    /// and dropped up to [`PEER_BYTES`]; after that the socket is no longer read, so
+    /// that a peer cannot keep the server reading for ever (TCP holds it back), and
+    /// its close is seen at the next write.
     pub async fn peer_closed(&self) {
-        let mut buf = [0u8; 512];
-        loop {
+        // Small: it is part of every waiting stream's state, and a peer sends nothing.
+        let mut buf = [0u8; 64];
+        let mut taken = 0;
+        while taken < PEER_BYTES {
             if self.stream.readable().await.is_err() {
                 return;
             }
             match self.stream.try_read(&mut buf) {
                 Ok(0) => return,
-                Ok(_) => {}
+                Ok(n) => taken += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
         }
+        std::future::pending().await
     }
 
     /// Writes pending bytes until at most `below` are left, waiting for the socket.
@@ -383,6 +426,60 @@ mod tests {
             .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
         (Outbox::new(ours, 1024), peer)
+    }
+
+    /// A session's own write lasts as long as the peer keeps taking bytes, however
+    /// long the whole takes; a stall as long as the limit ends it.
+    #[tokio::test]
+    async fn a_write_lasts_while_the_peer_takes_bytes_and_ends_when_it_stops() {
+        use std::os::fd::AsRawFd;
+        use std::time::{Duration, Instant};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut peer = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        // A small send buffer, so that the kernel holds little of what is written.
+        let size: libc::c_int = 8192;
+        // SAFETY: setsockopt on an open socket with a value of the size given.
+        unsafe {
+            libc::setsockopt(
+                ours.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let outbox = Outbox::new(ours, 1024);
+        const TOTAL: usize = 512 * 1024;
+        let reader = tokio::spawn(async move {
+            let (mut buf, mut read) = (vec![0u8; 4096], 0);
+            while read < TOTAL {
+                read += peer.read(&mut buf).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peer
+        });
+        let limit = Duration::from_millis(150);
+        let started = Instant::now();
+        assert!(
+            outbox.write(&vec![b'x'; TOTAL], limit).await,
+            "written while read"
+        );
+        assert!(started.elapsed() > 2 * limit, "{:?}", started.elapsed());
+        // The peer is still there but reads no more.
+        let _peer = reader.await.unwrap();
+        let started = Instant::now();
+        assert!(
+            !outbox.write(&vec![b'x'; TOTAL], limit).await,
+            "a stalled write ends"
+        );
+        assert!(started.elapsed() < 10 * limit, "{:?}", started.elapsed());
     }
 
     fn frames(ids: std::ops::RangeInclusive<u64>, text: &str) -> Frames {

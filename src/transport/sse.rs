@@ -36,7 +36,6 @@ use crate::limits::ConnectionGuard;
 use crate::metrics::TransportMetrics;
 use crate::room::{Batch, Published, Subscription, sse_event};
 use crate::state::AppState;
-use crate::time_limit::within;
 
 pub const NAME: &str = "sse";
 
@@ -136,6 +135,10 @@ impl Encoding for SseChunk {
         push_chunk(out, &message.sse);
         message.sse.len()
     }
+
+    fn len(message: &Published) -> usize {
+        message.sse.len() + 12
+    }
 }
 
 /// Appends `data` as one chunk of a chunked body; nothing for no data, as a chunk of
@@ -171,7 +174,7 @@ struct EventStream {
 
 impl EventStream {
     /// The stream's whole life on a connection the lean path handed over, the answer's
-    /// head written: until the client goes away, a write cannot finish within the
+    /// head written: until the client goes away, a write makes no progress for the
     /// write timeout, or the server stops (then the body is ended properly).
     ///
     /// While the stream has every message so far it is live: the room's SSE fan-out
@@ -181,9 +184,9 @@ impl EventStream {
     async fn serve(mut self, socket: TcpStream, state: &AppState) {
         let outbox = Outbox::new(socket, state.config.queue_capacity as usize);
         let write_limit = Duration::from_millis(state.config.write_timeout_ms);
-        let mut first = Vec::new();
-        push_chunk(&mut first, format!("retry: {RETRY_MS}\n\n").as_bytes());
-        if !self.write(&outbox, &first, write_limit).await {
+        let mut retry = Vec::new();
+        push_chunk(&mut retry, format!("retry: {RETRY_MS}\n\n").as_bytes());
+        if !outbox.write(&std::mem::take(&mut retry), write_limit).await {
             return;
         }
         let room = self.subscription.room().clone();
@@ -195,14 +198,12 @@ impl EventStream {
                 return;
             }
         }
-        // What the stream had when it was last seen to be quiet or to have moved.
-        let mut seen = outbox.cursor();
         loop {
             tokio::select! {
                 biased;
                 _ = &mut self.stop => {
                     outbox.close();
-                    self.write(&outbox, LAST_CHUNK, write_limit).await;
+                    outbox.write(LAST_CHUNK, write_limit).await;
                     return;
                 }
                 handed_back = outbox.attention() => {
@@ -211,7 +212,7 @@ impl EventStream {
                     // written here.
                     let through = handed_back.unwrap_or_else(|| outbox.cursor());
                     self.subscription.skip_to(through);
-                    if !matches!(within(write_limit, outbox.flush()).await, Some(Ok(()))) {
+                    if !outbox.flush(write_limit).await {
                         return;
                     }
                 }
@@ -222,19 +223,17 @@ impl EventStream {
                 }
                 () = outbox.peer_closed() => return,
                 _ = &mut self.keep_alive_timer => {
-                    // The fan-out's writes are seen here only as the outbox's cursor
-                    // moving: a stream that moved since the last look was not quiet.
+                    // The fan-out's writes are not this task's: the outbox says when
+                    // the last was.
                     let now = Instant::now();
-                    let cursor = outbox.cursor();
-                    if cursor != seen {
-                        seen = cursor;
-                        self.quiet_since = now;
+                    if let Some(at) = outbox.offered_at() {
+                        self.quiet_since = self.quiet_since.max(at);
                     }
                     let due = self.quiet_since + self.keep_alive;
                     if now >= due {
                         let mut comment = Vec::new();
                         push_chunk(&mut comment, b": keep-alive\n\n");
-                        if !self.write(&outbox, &comment, write_limit).await {
+                        if !outbox.write(&comment, write_limit).await {
                             return;
                         }
                         self.quiet_since = now;
@@ -243,16 +242,6 @@ impl EventStream {
                 }
             }
         }
-    }
-
-    /// Writes whole chunks through the outbox, and all it holds; whether that finished
-    /// in time.
-    async fn write(&self, outbox: &Outbox, chunks: &[u8], limit: Duration) -> bool {
-        let written = within(limit, async {
-            outbox.write(chunks).await?;
-            outbox.flush().await
-        });
-        matches!(written.await, Some(Ok(())))
     }
 
     /// The subscription's cursor if it has nothing ready, else what it has.
@@ -278,7 +267,7 @@ impl EventStream {
             let events = self.encode(batch);
             let mut chunk = Vec::with_capacity(events.len() + 16);
             push_chunk(&mut chunk, &events);
-            if !self.write(outbox, &chunk, limit).await {
+            if !outbox.write(&chunk, limit).await {
                 return false;
             }
             self.quiet_since = Instant::now();

@@ -18,4 +18,5 @@ mod resume;
 mod shutdown;
 mod slow_subscriber;
 mod sse;
+mod sse_fanout;
 mod ws;

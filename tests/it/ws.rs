@@ -517,7 +517,6 @@ async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
     server.stop().await;
 }
 
-/// A connection to the server whose socket receive buffer is `bytes`.
 /// A WebSocket handshake for `path`, as bytes to write on a bare connection.
 fn raw_handshake(path: &str) -> Vec<u8> {
     format!(
