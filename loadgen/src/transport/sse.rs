@@ -373,6 +373,59 @@ mod tests {
             addr
         }
 
+        /// A server that answers one subscription with `HEAD` followed by the first of
+        /// `writes`, then writes each other after a pause of 50 ms (the first is read
+        /// with the answer, by the user's task; the socket is handed to the pump before
+        /// the next); then it keeps the connection open until the client closes it.
+        async fn serve_writes(writes: Vec<Vec<u8>>) -> std::net::SocketAddr {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = accept_request(listener).await;
+                let mut first = HEAD.to_vec();
+                let mut writes = writes.into_iter();
+                first.extend(writes.next().unwrap_or_default());
+                s.write_all(&first).await.unwrap();
+                for w in writes {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    s.write_all(&w).await.unwrap();
+                }
+                let mut rest = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest).await;
+            });
+            addr
+        }
+
+        /// An event begun in the task (its data line parsed, the chunk's CRLF half
+        /// read) is finished by the pump: the parser and the framing move with the
+        /// socket.
+        #[tokio::test]
+        async fn an_event_begun_in_the_task_is_finished_by_the_pump() {
+            let writes = vec![b"8\r\ndata: x\n\r".to_vec(), b"\n1\r\n\n\r\n".to_vec()];
+            let run = pumped_run(serve_writes(writes).await, "x", handed_over).await;
+            assert!(run.handed_over && run.in_task == 0, "finished by the pump");
+            assert_eq!(run.got, ["x 9"]);
+            assert!(run.end.is_ok(), "{:?}", run.end);
+        }
+
+        /// One event over two chunks, both in one read of the pump.
+        #[tokio::test]
+        async fn an_event_over_two_chunks_in_one_read() {
+            let writes = vec![Vec::new(), chunked(&["data: a", "b\n\n"])];
+            let run = pumped_run(serve_writes(writes).await, "ab", handed_over).await;
+            assert!(run.handed_over && run.in_task == 0, "read by the pump");
+            assert_eq!(run.got, ["ab 10"]);
+        }
+
+        /// The body's last chunk ends the stream though the connection stays open.
+        #[tokio::test]
+        async fn the_last_chunk_ends_the_stream_on_an_open_connection() {
+            let run = pumped_run(serve_writes(vec![Vec::new(), script()]).await, "never", handed_over).await;
+            assert!(run.handed_over, "read by the pump");
+            assert_eq!(run.got.len(), 4, "{:?}", run.got);
+            assert!(matches!(run.end, Err(ClientError::Closed)), "{:?}", run.end);
+        }
+
         /// A comment, an event of each kind the parser passes or drops, data over two
         /// lines with CRLF ends, then the body's last chunk.
         fn script() -> Vec<u8> {
