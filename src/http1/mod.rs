@@ -75,6 +75,18 @@ impl Takeover {
     }
 }
 
+/// Appends `data` as one chunk of a chunked body, as the lean path writes a body
+/// (nothing for no data: a chunk of none would end the body); for a handler that took
+/// its connection over ([`Takeover`]).
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    response::encode_data(out, Framing::Chunked, data);
+}
+
+/// Appends the end of a chunked body.
+pub fn push_last_chunk(out: &mut Vec<u8>) {
+    response::encode_end(out, Framing::Chunked);
+}
+
 /// Bytes asked of the kernel per read of a request.
 const READ_CHUNK: usize = 2048;
 /// Longest request head the lean loop reads; a longer one goes to hyper, which has

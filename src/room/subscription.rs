@@ -99,6 +99,18 @@ impl Subscription {
         }
     }
 
+    /// The cursor if nothing is ready now (a reader that has had everything so far),
+    /// else what is ready, at most `max` messages: for a stream deciding, under its
+    /// outbox's lock, whether its room's fan-out may take it over.
+    pub fn caught_up(&mut self, max: usize) -> Result<u64, Batch> {
+        let batch = self.try_next(max);
+        if batch.is_empty() {
+            Ok(self.cursor)
+        } else {
+            Err(batch)
+        }
+    }
+
     /// Whatever is ready now, at most `max` messages, without waiting.
     pub fn try_next(&mut self, max: usize) -> Batch {
         let max = max.max(1);

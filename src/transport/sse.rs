@@ -132,7 +132,7 @@ pub struct SseChunk;
 
 impl Encoding for SseChunk {
     fn push(out: &mut Vec<u8>, message: &Published) -> usize {
-        push_chunk(out, &message.sse);
+        http1::push_chunk(out, &message.sse);
         message.sse.len()
     }
 
@@ -141,21 +141,12 @@ impl Encoding for SseChunk {
     }
 }
 
-/// Appends `data` as one chunk of a chunked body; nothing for no data, as a chunk of
-/// none would end the body.
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    use std::io::Write;
-    if data.is_empty() {
-        return;
-    }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
+/// `data` as one chunk of the stream's body.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    http1::push_chunk(&mut out, data);
+    out
 }
-
-/// The end of a chunked body.
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// One reader's stream. Dropped by hyper when the client goes away, which frees its
 /// subscription and its connection slot.
@@ -184,16 +175,18 @@ impl EventStream {
     async fn serve(mut self, socket: TcpStream, state: &AppState) {
         let outbox = Outbox::new(socket, state.config.queue_capacity as usize);
         let write_limit = Duration::from_millis(state.config.write_timeout_ms);
-        let mut retry = Vec::new();
-        push_chunk(&mut retry, format!("retry: {RETRY_MS}\n\n").as_bytes());
-        if !outbox.write(&std::mem::take(&mut retry), write_limit).await {
+        // One statement: nothing of it stays in the stream's state.
+        if !outbox
+            .write(&chunk(format!("retry: {RETRY_MS}\n\n").as_bytes()), write_limit)
+            .await
+        {
             return;
         }
         let room = self.subscription.room().clone();
         let _joined = room
             .attachment::<FanOut<SseChunk>>()
             .enter(&room, &outbox, state, &self.metrics);
-        if let Some(batch) = outbox.go_live(|| self.caught_up()) {
+        if let Some(batch) = outbox.go_live(|| self.subscription.caught_up(BATCH)) {
             if !self.catch_up(&outbox, batch, write_limit, state).await {
                 return;
             }
@@ -203,7 +196,9 @@ impl EventStream {
                 biased;
                 _ = &mut self.stop => {
                     outbox.close();
-                    outbox.write(LAST_CHUNK, write_limit).await;
+                    let mut end = Vec::new();
+                    http1::push_last_chunk(&mut end);
+                    outbox.write(&end, write_limit).await;
                     return;
                 }
                 handed_back = outbox.attention() => {
@@ -231,9 +226,7 @@ impl EventStream {
                     }
                     let due = self.quiet_since + self.keep_alive;
                     if now >= due {
-                        let mut comment = Vec::new();
-                        push_chunk(&mut comment, b": keep-alive\n\n");
-                        if !outbox.write(&comment, write_limit).await {
+                        if !outbox.write(&chunk(b": keep-alive\n\n"), write_limit).await {
                             return;
                         }
                         self.quiet_since = now;
@@ -241,16 +234,6 @@ impl EventStream {
                     self.keep_alive_timer.as_mut().reset(self.quiet_since + self.keep_alive);
                 }
             }
-        }
-    }
-
-    /// The subscription's cursor if it has nothing ready, else what it has.
-    fn caught_up(&mut self) -> Result<u64, Batch> {
-        let batch = self.subscription.try_next(BATCH);
-        if batch.is_empty() {
-            Ok(self.subscription.cursor())
-        } else {
-            Err(batch)
         }
     }
 
@@ -264,10 +247,7 @@ impl EventStream {
         state: &AppState,
     ) -> bool {
         loop {
-            let events = self.encode(batch);
-            let mut chunk = Vec::with_capacity(events.len() + 16);
-            push_chunk(&mut chunk, &events);
-            if !outbox.write(&chunk, limit).await {
+            if !outbox.write(&chunk(&self.encode(batch)), limit).await {
                 return false;
             }
             self.quiet_since = Instant::now();
@@ -276,7 +256,7 @@ impl EventStream {
             if state.shutdown.is_cancelled() {
                 return true;
             }
-            match outbox.go_live(|| self.caught_up()) {
+            match outbox.go_live(|| self.subscription.caught_up(BATCH)) {
                 None => return true,
                 Some(more) => batch = more,
             }

@@ -272,7 +272,7 @@ impl Session {
         let mut unanswered: Option<AwaitedPing> = None;
         // Made once: a fresh cancellation future per loop would re-register every time.
         let mut stop = pin!(self.state.shutdown.clone().cancelled_owned());
-        if let Some(batch) = outbox.go_live(|| self.caught_up()) {
+        if let Some(batch) = outbox.go_live(|| self.subscription.caught_up(BATCH)) {
             if !self.catch_up(&mut socket, outbox, batch, write_limit).await {
                 return;
             }
@@ -359,16 +359,6 @@ impl Session {
         }
     }
 
-    /// The subscription's cursor if it has nothing ready, else what it has.
-    fn caught_up(&mut self) -> Result<u64, Batch> {
-        let batch = self.subscription.try_next(BATCH);
-        if batch.is_empty() {
-            Ok(self.subscription.cursor())
-        } else {
-            Err(batch)
-        }
-    }
-
     /// Writes `batch` and whatever else the subscription has, until the session goes
     /// live. Whether the writes finished in time.
     async fn catch_up(
@@ -387,7 +377,7 @@ impl Session {
             if self.state.shutdown.is_cancelled() {
                 return true;
             }
-            match outbox.go_live(|| self.caught_up()) {
+            match outbox.go_live(|| self.subscription.caught_up(BATCH)) {
                 None => return true,
                 Some(more) => batch = more,
             }
