@@ -73,7 +73,8 @@ impl Decoder {
 pub struct Link {
     /// Why the stream ended; taken by the user.
     ended: RefCell<Option<ClientError>>,
-    /// The pump has accounted a message since the user last asked ([`Link::fed`]).
+    /// The pump has accounted a message from this socket, not yet told
+    /// ([`Link::fed`], asked once the stream has ended).
     fed: Cell<bool>,
     /// The socket is closed and out of the pump (or on its way out).
     closed: Cell<bool>,
@@ -91,8 +92,9 @@ impl Link {
         }
     }
 
-    /// Whether the pump accounted a message since the last call: a stream that
-    /// delivered before it broke is resumed at once, as one read in the task is.
+    /// Whether the pump accounted a message from this socket (since the last call):
+    /// a stream that delivered before it broke is resumed at once, as one read in the
+    /// task is.
     pub fn fed(&self) -> bool {
         self.fed.replace(false)
     }
