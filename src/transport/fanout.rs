@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::outbox::{Offered, Outbox};
 use crate::metrics::TransportMetrics;
-use crate::room::{Published, Room, Subscription};
+use crate::room::{Batch, Published, Room, Subscription};
 use crate::state::AppState;
 
 /// Messages taken from the room per turn.
@@ -247,11 +247,17 @@ async fn run<E: Encoding>(
     metrics: TransportMetrics,
 ) {
     let mut outboxes = Vec::new();
+    // Messages taken from the room during a pass that could not join it: the next
+    // pass's, before anything newer.
+    let mut taken: Option<Batch> = None;
     loop {
-        let batch = tokio::select! {
-            batch = subscription.next(BATCH) => batch,
-            () = fanout.emptied.notified() => Default::default(),
-            () = state.shutdown.cancelled() => return,
+        let batch = match taken.take() {
+            Some(batch) => batch,
+            None => tokio::select! {
+                batch = subscription.next(BATCH) => batch,
+                () = fanout.emptied.notified() => Default::default(),
+                () = state.shutdown.cancelled() => return,
+            },
         };
         {
             let mut inner = fanout.inner.lock().unwrap();
@@ -265,28 +271,97 @@ async fn run<E: Encoding>(
         }
         // A gap is not written here: the sessions, finding a message missing before
         // the next one, are handed back and tell their readers themselves.
-        let mut turn = 0;
-        for run in runs_of_at_most(&batch.messages, RUN_BYTES) {
-            let frames = Frames::of::<E>(run);
-            let (mut messages, mut bytes) = (0, 0);
-            for outbox in &outboxes {
-                if let Offered::Taken {
-                    messages: m,
-                    carried,
-                } = outbox.offer(&frames)
-                {
-                    messages += m;
-                    bytes += carried;
-                }
-                turn += 1;
-                if turn % TURN == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
+        let runs: Vec<_> = runs_of_at_most(&batch.messages, RUN_BYTES).collect();
+        let mut pass = Pass {
+            outboxes: &outboxes,
+            turn: 0,
+        };
+        for (i, run) in runs.iter().enumerate() {
+            // Only the last run can take in what comes during it: ids follow on.
+            let joinable = i + 1 == runs.len();
+            let (messages, bytes) = pass
+                .write::<E>(
+                    run.to_vec(),
+                    joinable.then_some((&mut subscription, &mut taken)),
+                )
+                .await;
             metrics.delivered(messages, bytes);
         }
         outboxes.clear();
     }
+}
+
+/// One round of the room's fan-out over its sessions' outboxes.
+struct Pass<'a> {
+    outboxes: &'a [Arc<Outbox>],
+    /// Outboxes offered since the runtime was last yielded to.
+    turn: usize,
+}
+
+impl Pass<'_> {
+    /// Offers `run` (consecutive messages) to every outbox. Messages published while
+    /// the pass yields join it when `more` is given and they follow on and fit: a
+    /// socket not yet written gets them in the same write as the rest, and the pass
+    /// goes round again from there, the sockets written already getting only the new
+    /// ones. At one message per pass each socket would get a write per message; a
+    /// pass over ten thousand sockets lasts long enough for the next to arrive. What
+    /// does not join is left in `more`'s `taken`. The messages and bytes taken.
+    async fn write<E: Encoding>(
+        &mut self,
+        mut run: Vec<Arc<Published>>,
+        mut more: Option<(&mut Subscription, &mut Option<Batch>)>,
+    ) -> (usize, usize) {
+        let n = self.outboxes.len();
+        let mut frames = Frames::of::<E>(&run);
+        let (mut messages, mut bytes) = (0, 0);
+        // The next outbox, and how many are left to offer `frames` to.
+        let (mut at, mut left) = (0, n);
+        while left > 0 {
+            if let Offered::Taken {
+                messages: m,
+                carried,
+            } = self.outboxes[at].offer(&frames)
+            {
+                messages += m;
+                bytes += carried;
+            }
+            (at, left) = ((at + 1) % n, left - 1);
+            self.turn += 1;
+            if self.turn % TURN != 0 {
+                continue;
+            }
+            tokio::task::yield_now().await;
+            if left == 0 {
+                break;
+            }
+            let Some((subscription, taken)) = more.as_mut() else {
+                continue;
+            };
+            let next = subscription.try_next(BATCH);
+            if next.is_empty() {
+                continue;
+            }
+            if joins(&run, &next) {
+                run.extend(next.messages);
+                frames = Frames::of::<E>(&run);
+                left = n;
+            } else {
+                **taken = Some(next);
+                more = None;
+            }
+        }
+        (messages, bytes)
+    }
+}
+
+/// Whether `next` can join a pass over `run`: no gap, the ids following on, and the
+/// whole within a run's bytes.
+fn joins(run: &[Arc<Published>], next: &Batch) -> bool {
+    let (Some(last), Some(first)) = (run.last(), next.messages.first()) else {
+        return false;
+    };
+    let size = |ms: &[Arc<Published>]| ms.iter().map(|m| m.json.len()).sum::<usize>();
+    next.gap.is_none() && first.id == last.id + 1 && size(run) + size(&next.messages) <= RUN_BYTES
 }
 
 #[cfg(test)]
@@ -342,6 +417,130 @@ mod tests {
         // A message larger than a run is a run of its own.
         assert_eq!(super::runs_of_at_most(&messages, 10).count(), 5);
         assert_eq!(super::runs_of_at_most(&[], 10).count(), 0);
+    }
+
+    #[test]
+    fn only_the_next_ids_without_a_gap_and_within_a_run_join_a_pass() {
+        use super::{RUN_BYTES, joins};
+        use crate::room::{Batch, Gap};
+
+        let run = [message(1, "a"), message(2, "b")];
+        let batch = |messages: Vec<Arc<Published>>, gap: Option<Gap>| Batch { gap, messages };
+        assert!(joins(
+            &run,
+            &batch(vec![message(3, "c"), message(4, "d")], None)
+        ));
+        assert!(
+            !joins(&run, &batch(vec![message(4, "d")], None)),
+            "an id missing"
+        );
+        let gap = Gap {
+            after: 2,
+            next_id: 3,
+        };
+        assert!(
+            !joins(&run, &batch(vec![message(3, "c")], Some(gap))),
+            "a gap"
+        );
+        let big = "x".repeat(RUN_BYTES);
+        assert!(
+            !joins(&run, &batch(vec![message(3, &big)], None)),
+            "too many bytes"
+        );
+        assert!(!joins(&run, &batch(vec![], None)), "nothing");
+    }
+
+    /// Data segments the peer has sent this socket: one per write of a few hundred
+    /// bytes on loopback.
+    fn data_segments_in(stream: &tokio::net::TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "TCP_INFO");
+            info.tcpi_data_segs_in
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_message_published_during_a_pass_joins_it_for_the_sockets_not_yet_written() {
+        use tokio::io::AsyncReadExt;
+        use tokio::net::{TcpListener, TcpStream};
+
+        use super::{FanOut, TURN, WsText};
+        use crate::transport::outbox::Outbox;
+
+        let config = <crate::config::Config as clap::Parser>::parse_from(["lab"]);
+        let state = crate::state::Shared::new(config, Default::default());
+        let room = state.rooms.get_or_create("r").unwrap();
+        let metrics = state.metrics.transport("ws").clone();
+        let fanout = Arc::new(FanOut::<WsText>::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Three turns: the pass yields twice before its last socket.
+        let mut clients = Vec::new();
+        for _ in 0..3 * TURN {
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let outbox = Outbox::new(server, 1024);
+            outbox.go_live(|| Ok::<u64, ()>(room.newest()));
+            fanout.join(&room, outbox, &state, &metrics);
+            clients.push(client);
+        }
+        let draft = |text: &str| Draft {
+            user: "u".into(),
+            text: text.into(),
+            client_ts: None,
+        };
+        // The second message is published as soon as the first socket has the first:
+        // while the pass that writes it yields.
+        let first_client = clients.remove(0);
+        let publisher = tokio::spawn({
+            let room = room.clone();
+            let second = draft("two");
+            async move {
+                first_client.readable().await.unwrap();
+                room.publish(&second);
+                first_client
+            }
+        });
+        let one = room.publish(&draft("one"));
+        clients.insert(0, publisher.await.unwrap());
+
+        let two = room.history_after(one.id, 10).messages[0].clone();
+        let frames = Frames::new(&[one.clone(), two]);
+        let (both, _, _) = frames.from(one.id);
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut got = vec![0; both.len()];
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                client.read_exact(&mut got),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("socket {i} got both messages"))
+            .unwrap();
+            assert_eq!(got, both, "socket {i}: each message once, in order");
+        }
+        assert_eq!(
+            data_segments_in(&clients[0]),
+            2,
+            "the first socket: two writes"
+        );
+        assert_eq!(
+            data_segments_in(&clients[3 * TURN - 1]),
+            1,
+            "the last socket: both messages in one write"
+        );
+        state.shutdown.cancel();
     }
 
     #[test]
