@@ -78,6 +78,9 @@ impl<E> Default for FanOut<E> {
 struct Inner {
     outboxes: Vec<Arc<Outbox>>,
     running: bool,
+    /// Sessions that have joined so far: a pass knows whether its copy of
+    /// `outboxes` still holds every session.
+    joins: u64,
 }
 
 impl<E: Encoding> FanOut<E> {
@@ -91,6 +94,7 @@ impl<E: Encoding> FanOut<E> {
     ) {
         let mut inner = self.inner.lock().unwrap();
         inner.outboxes.push(outbox);
+        inner.joins += 1;
         if !inner.running {
             inner.running = true;
             let subscription = room.subscribe(None);
@@ -259,7 +263,7 @@ async fn run<E: Encoding>(
                 () = state.shutdown.cancelled() => return,
             },
         };
-        {
+        let joins = {
             let mut inner = fanout.inner.lock().unwrap();
             if inner.outboxes.is_empty() {
                 // Let go of the room: an empty room nobody holds can be reclaimed.
@@ -268,49 +272,59 @@ async fn run<E: Encoding>(
             }
             // A copy: sessions come and go during a long fan-out.
             outboxes.clone_from(&inner.outboxes);
-        }
+            inner.joins
+        };
         // A gap is not written here: the sessions, finding a message missing before
         // the next one, are handed back and tell their readers themselves.
         let runs: Vec<_> = runs_of_at_most(&batch.messages, RUN_BYTES).collect();
         let mut pass = Pass {
+            fanout: &fanout,
             outboxes: &outboxes,
+            joins,
+            metrics: &metrics,
             turn: 0,
         };
         for (i, run) in runs.iter().enumerate() {
             // Only the last run can take in what comes during it: ids follow on.
             let joinable = i + 1 == runs.len();
-            let (messages, bytes) = pass
-                .write::<E>(
-                    run.to_vec(),
-                    joinable.then_some((&mut subscription, &mut taken)),
-                )
-                .await;
-            metrics.delivered(messages, bytes);
+            pass.write(
+                run.to_vec(),
+                joinable.then_some((&mut subscription, &mut taken)),
+            )
+            .await;
         }
         outboxes.clear();
     }
 }
 
 /// One round of the room's fan-out over its sessions' outboxes.
-struct Pass<'a> {
+struct Pass<'a, E> {
+    fanout: &'a FanOut<E>,
+    /// The room's sessions when the pass began: [`Inner::outboxes`] then.
     outboxes: &'a [Arc<Outbox>],
+    /// [`Inner::joins`] then.
+    joins: u64,
+    metrics: &'a TransportMetrics,
     /// Outboxes offered since the runtime was last yielded to.
     turn: usize,
 }
 
-impl Pass<'_> {
+impl<E: Encoding> Pass<'_, E> {
     /// Offers `run` (consecutive messages) to every outbox. Messages published while
     /// the pass yields join it when `more` is given and they follow on and fit: a
     /// socket not yet written gets them in the same write as the rest, and the pass
     /// goes round again from there, the sockets written already getting only the new
     /// ones. At one message per pass each socket would get a write per message; a
-    /// pass over ten thousand sockets lasts long enough for the next to arrive. What
-    /// does not join is left in `more`'s `taken`. The messages and bytes taken.
-    async fn write<E: Encoding>(
+    /// pass over ten thousand sockets lasts long enough for the next to arrive. Only
+    /// while no session has joined since the pass began: a session that joined
+    /// during it is not among those it writes, and a message taken now would pass it
+    /// by for good (it went live having had every message before this one). What
+    /// does not join is left in `more`'s `taken`, for the next pass.
+    async fn write(
         &mut self,
         mut run: Vec<Arc<Published>>,
         mut more: Option<(&mut Subscription, &mut Option<Batch>)>,
-    ) -> (usize, usize) {
+    ) {
         let n = self.outboxes.len();
         let mut frames = Frames::of::<E>(&run);
         let (mut messages, mut bytes) = (0, 0);
@@ -341,7 +355,11 @@ impl Pass<'_> {
             if next.is_empty() {
                 continue;
             }
-            if joins(&run, &next) {
+            let nobody_joined = self.fanout.inner.lock().unwrap().joins == self.joins;
+            if nobody_joined && joins(&run, &next) {
+                // Counted as they go: a pass that keeps taking messages in can last.
+                self.metrics.delivered(messages, bytes);
+                (messages, bytes) = (0, 0);
                 run.extend(next.messages);
                 frames = Frames::of::<E>(&run);
                 left = n;
@@ -350,7 +368,7 @@ impl Pass<'_> {
                 more = None;
             }
         }
-        (messages, bytes)
+        self.metrics.delivered(messages, bytes);
     }
 }
 
@@ -470,65 +488,101 @@ mod tests {
         }
     }
 
+    /// A room with its WebSocket fan-out and a listener for sessions' sockets.
+    struct Bench {
+        state: crate::state::AppState,
+        room: Arc<crate::room::Room>,
+        fanout: Arc<super::FanOut<super::WsText>>,
+        listener: tokio::net::TcpListener,
+    }
+
+    impl Bench {
+        async fn new() -> Bench {
+            let config = <crate::config::Config as clap::Parser>::parse_from(["lab"]);
+            let state = crate::state::Shared::new(config, Default::default());
+            let room = state.rooms.get_or_create("r").unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Bench {
+                state,
+                room,
+                fanout: Default::default(),
+                listener,
+            }
+        }
+
+        /// A live session that has had every message so far: its client's socket.
+        async fn join(&self) -> tokio::net::TcpStream {
+            use crate::transport::outbox::Outbox;
+            let addr = self.listener.local_addr().unwrap();
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (server, _) = self.listener.accept().await.unwrap();
+            let outbox = Outbox::new(server, 1024);
+            outbox.go_live(|| Ok::<u64, ()>(self.room.newest()));
+            let metrics = self.state.metrics.transport("ws");
+            self.fanout.join(&self.room, outbox, &self.state, metrics);
+            client
+        }
+
+        fn publish(&self, text: &str) -> Arc<Published> {
+            self.room.publish(&Draft {
+                user: "u".into(),
+                text: text.into(),
+                client_ts: None,
+            })
+        }
+    }
+
+    /// Reads exactly `want` from `client`, within ten seconds.
+    async fn expect(client: &mut tokio::net::TcpStream, want: &[u8], what: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; want.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_exact(&mut got),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within 10 s"))
+        .unwrap();
+        assert_eq!(got, want, "{what}");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_message_published_during_a_pass_joins_it_for_the_sockets_not_yet_written() {
-        use tokio::io::AsyncReadExt;
-        use tokio::net::{TcpListener, TcpStream};
-
-        use super::{FanOut, TURN, WsText};
-        use crate::transport::outbox::Outbox;
-
-        let config = <crate::config::Config as clap::Parser>::parse_from(["lab"]);
-        let state = crate::state::Shared::new(config, Default::default());
-        let room = state.rooms.get_or_create("r").unwrap();
-        let metrics = state.metrics.transport("ws").clone();
-        let fanout = Arc::new(FanOut::<WsText>::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bench = Bench::new().await;
         // Three turns: the pass yields twice before its last socket.
         let mut clients = Vec::new();
-        for _ in 0..3 * TURN {
-            let client = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            let outbox = Outbox::new(server, 1024);
-            outbox.go_live(|| Ok::<u64, ()>(room.newest()));
-            fanout.join(&room, outbox, &state, &metrics);
-            clients.push(client);
+        for _ in 0..3 * super::TURN {
+            clients.push(bench.join().await);
         }
-        let draft = |text: &str| Draft {
-            user: "u".into(),
-            text: text.into(),
-            client_ts: None,
-        };
         // The second message is published as soon as the first socket has the first:
         // while the pass that writes it yields.
         let first_client = clients.remove(0);
         let publisher = tokio::spawn({
-            let room = room.clone();
-            let second = draft("two");
+            let room = bench.room.clone();
             async move {
                 first_client.readable().await.unwrap();
-                room.publish(&second);
+                let draft = Draft {
+                    user: "u".into(),
+                    text: "two".into(),
+                    client_ts: None,
+                };
+                room.publish(&draft);
                 first_client
             }
         });
-        let one = room.publish(&draft("one"));
+        let one = bench.publish("one");
         clients.insert(0, publisher.await.unwrap());
 
-        let two = room.history_after(one.id, 10).messages[0].clone();
+        let two = bench.room.history_after(one.id, 10).messages[0].clone();
         let frames = Frames::new(&[one.clone(), two]);
         let (both, _, _) = frames.from(one.id);
         for (i, client) in clients.iter_mut().enumerate() {
-            let mut got = vec![0; both.len()];
-            tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                client.read_exact(&mut got),
+            expect(
+                client,
+                both,
+                &format!("socket {i}: each message once, in order"),
             )
-            .await
-            .unwrap_or_else(|_| panic!("socket {i} got both messages"))
-            .unwrap();
-            assert_eq!(got, both, "socket {i}: each message once, in order");
+            .await;
         }
         assert_eq!(
             data_segments_in(&clients[0]),
@@ -536,11 +590,39 @@ mod tests {
             "the first socket: two writes"
         );
         assert_eq!(
-            data_segments_in(&clients[3 * TURN - 1]),
+            data_segments_in(&clients[3 * super::TURN - 1]),
             1,
             "the last socket: both messages in one write"
         );
-        state.shutdown.cancel();
+        bench.state.shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_session_that_joins_during_a_pass_gets_what_is_published_after_it() {
+        let bench = Bench::new().await;
+        let mut clients = Vec::new();
+        for _ in 0..3 * super::TURN {
+            clients.push(bench.join().await);
+        }
+        // While the pass of the first message yields: a session joins, live with the
+        // first message already had (as one that caught up on it itself), and a
+        // second message is published. The pass must not take it in, or it would
+        // pass the newcomer by: no third message comes to show the newcomer its gap.
+        let one = bench.publish("one");
+        clients[0].readable().await.unwrap();
+        let mut newcomer = bench.join().await;
+        let two = bench.publish("two");
+        let frames = Frames::new(&[one.clone(), two.clone()]);
+        let (second, _, _) = frames.from(two.id);
+        expect(
+            &mut newcomer,
+            second,
+            "the newcomer gets the second message",
+        )
+        .await;
+        let (both, _, _) = frames.from(one.id);
+        expect(&mut clients[0], both, "the others get both").await;
+        bench.state.shutdown.cancel();
     }
 
     #[test]
