@@ -78,9 +78,9 @@ impl<E> Default for FanOut<E> {
 struct Inner {
     outboxes: Vec<Arc<Outbox>>,
     running: bool,
-    /// Sessions that have joined so far: a pass knows whether its copy of
-    /// `outboxes` still holds every session.
-    joins: u64,
+    /// Joins and leaves so far: a pass knows whether its copy of `outboxes` is
+    /// still the room's sessions.
+    changes: u64,
 }
 
 impl<E: Encoding> FanOut<E> {
@@ -94,7 +94,7 @@ impl<E: Encoding> FanOut<E> {
     ) {
         let mut inner = self.inner.lock().unwrap();
         inner.outboxes.push(outbox);
-        inner.joins += 1;
+        inner.changes += 1;
         if !inner.running {
             inner.running = true;
             let subscription = room.subscribe(None);
@@ -124,6 +124,7 @@ impl<E: Encoding> FanOut<E> {
         let mut inner = self.inner.lock().unwrap();
         if let Some(i) = inner.outboxes.iter().position(|o| Arc::ptr_eq(o, outbox)) {
             inner.outboxes.swap_remove(i);
+            inner.changes += 1;
         }
         if inner.outboxes.is_empty() {
             self.emptied.notify_one();
@@ -263,7 +264,7 @@ async fn run<E: Encoding>(
                 () = state.shutdown.cancelled() => return,
             },
         };
-        let joins = {
+        let changes = {
             let mut inner = fanout.inner.lock().unwrap();
             if inner.outboxes.is_empty() {
                 // Let go of the room: an empty room nobody holds can be reclaimed.
@@ -272,7 +273,7 @@ async fn run<E: Encoding>(
             }
             // A copy: sessions come and go during a long fan-out.
             outboxes.clone_from(&inner.outboxes);
-            inner.joins
+            inner.changes
         };
         // A gap is not written here: the sessions, finding a message missing before
         // the next one, are handed back and tell their readers themselves.
@@ -280,7 +281,7 @@ async fn run<E: Encoding>(
         let mut pass = Pass {
             fanout: &fanout,
             outboxes: &outboxes,
-            joins,
+            changes,
             metrics: &metrics,
             turn: 0,
         };
@@ -302,8 +303,8 @@ struct Pass<'a, E> {
     fanout: &'a FanOut<E>,
     /// The room's sessions when the pass began: [`Inner::outboxes`] then.
     outboxes: &'a [Arc<Outbox>],
-    /// [`Inner::joins`] then.
-    joins: u64,
+    /// [`Inner::changes`] then.
+    changes: u64,
     metrics: &'a TransportMetrics,
     /// Outboxes offered since the runtime was last yielded to.
     turn: usize,
@@ -316,10 +317,12 @@ impl<E: Encoding> Pass<'_, E> {
     /// goes round again from there, the sockets written already getting only the new
     /// ones. At one message per pass each socket would get a write per message; a
     /// pass over ten thousand sockets lasts long enough for the next to arrive. Only
-    /// while no session has joined since the pass began: a session that joined
+    /// while the room's sessions are those the pass began with: a session that joined
     /// during it is not among those it writes, and a message taken now would pass it
-    /// by for good (it went live having had every message before this one). What
-    /// does not join is left in `more`'s `taken`, for the next pass.
+    /// by for good (it went live having had every message before this one); one that
+    /// left keeps its socket open while the pass holds its outbox, and a pass that
+    /// goes on taking messages in would hold it for as long as they come. What does
+    /// not join is left in `more`'s `taken`, for the next pass.
     async fn write(
         &mut self,
         mut run: Vec<Arc<Published>>,
@@ -355,8 +358,8 @@ impl<E: Encoding> Pass<'_, E> {
             if next.is_empty() {
                 continue;
             }
-            let nobody_joined = self.fanout.inner.lock().unwrap().joins == self.joins;
-            if nobody_joined && joins(&run, &next) {
+            let unchanged = self.fanout.inner.lock().unwrap().changes == self.changes;
+            if unchanged && joins(&run, &next) {
                 // Counted as they go: a pass that keeps taking messages in can last.
                 self.metrics.delivered(messages, bytes);
                 (messages, bytes) = (0, 0);
@@ -510,8 +513,9 @@ mod tests {
             }
         }
 
-        /// A live session that has had every message so far: its client's socket.
-        async fn join(&self) -> tokio::net::TcpStream {
+        /// A live session that has had every message so far: its client's socket, and
+        /// its place in the fan-out (dropped, the session leaves).
+        async fn join(&self) -> (tokio::net::TcpStream, super::Joined<super::WsText>) {
             use crate::transport::outbox::Outbox;
             let addr = self.listener.local_addr().unwrap();
             let client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -519,8 +523,24 @@ mod tests {
             let outbox = Outbox::new(server, 1024);
             outbox.go_live(|| Ok::<u64, ()>(self.room.newest()));
             let metrics = self.state.metrics.transport("ws");
-            self.fanout.join(&self.room, outbox, &self.state, metrics);
-            client
+            let joined = self.fanout.enter(&self.room, &outbox, &self.state, metrics);
+            (client, joined)
+        }
+
+        /// `n` sessions joined one after the other: their clients' sockets, in the
+        /// fan-out's order, and their places.
+        async fn sessions(
+            &self,
+            n: usize,
+        ) -> (
+            Vec<tokio::net::TcpStream>,
+            Vec<super::Joined<super::WsText>>,
+        ) {
+            let mut sessions = Vec::new();
+            for _ in 0..n {
+                sessions.push(self.join().await);
+            }
+            sessions.into_iter().unzip()
         }
 
         fn publish(&self, text: &str) -> Arc<Published> {
@@ -550,10 +570,7 @@ mod tests {
     async fn a_message_published_during_a_pass_joins_it_for_the_sockets_not_yet_written() {
         let bench = Bench::new().await;
         // Three turns: the pass yields twice before its last socket.
-        let mut clients = Vec::new();
-        for _ in 0..3 * super::TURN {
-            clients.push(bench.join().await);
-        }
+        let (mut clients, _sessions) = bench.sessions(3 * super::TURN).await;
         // The second message is published as soon as the first socket has the first:
         // while the pass that writes it yields.
         let first_client = clients.remove(0);
@@ -600,17 +617,14 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_session_that_joins_during_a_pass_gets_what_is_published_after_it() {
         let bench = Bench::new().await;
-        let mut clients = Vec::new();
-        for _ in 0..3 * super::TURN {
-            clients.push(bench.join().await);
-        }
+        let (mut clients, _sessions) = bench.sessions(3 * super::TURN).await;
         // While the pass of the first message yields: a session joins, live with the
         // first message already had (as one that caught up on it itself), and a
         // second message is published. The pass must not take it in, or it would
         // pass the newcomer by: no third message comes to show the newcomer its gap.
         let one = bench.publish("one");
         clients[0].readable().await.unwrap();
-        let mut newcomer = bench.join().await;
+        let (mut newcomer, _joined) = bench.join().await;
         let two = bench.publish("two");
         let frames = Frames::new(&[one.clone(), two.clone()]);
         let (second, _, _) = frames.from(two.id);
@@ -622,6 +636,34 @@ mod tests {
         .await;
         let (both, _, _) = frames.from(one.id);
         expect(&mut clients[0], both, "the others get both").await;
+        bench.state.shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pass_takes_nothing_in_once_a_session_has_left() {
+        let bench = Bench::new().await;
+        let (mut clients, mut sessions) = bench.sessions(3 * super::TURN).await;
+        // While the pass of the first message yields: a session leaves and a second
+        // message is published. The pass holds the leaver's outbox, and so its socket,
+        // until it ends: it must not go on taking messages in.
+        let one = bench.publish("one");
+        clients[0].readable().await.unwrap();
+        drop(sessions.remove(1));
+        let left = clients.remove(1);
+        let two = bench.publish("two");
+        let frames = Frames::new(&[one.clone(), two]);
+        let (both, _, _) = frames.from(one.id);
+        for (i, client) in clients.iter_mut().enumerate() {
+            expect(
+                client,
+                both,
+                &format!("socket {i}: each message once, in order"),
+            )
+            .await;
+        }
+        let last = clients.last().unwrap();
+        assert_eq!(data_segments_in(last), 2, "the last socket: two writes");
+        drop(left);
         bench.state.shutdown.cancel();
     }
 
