@@ -277,7 +277,7 @@ async fn run<E: Encoding>(
         };
         // A gap is not written here: the sessions, finding a message missing before
         // the next one, are handed back and tell their readers themselves.
-        let runs: Vec<_> = runs_of_at_most(&batch.messages, RUN_BYTES).collect();
+        let mut runs = runs_of_at_most(&batch.messages, RUN_BYTES).peekable();
         let mut pass = Pass {
             fanout: &fanout,
             outboxes: &outboxes,
@@ -285,14 +285,11 @@ async fn run<E: Encoding>(
             metrics: &metrics,
             turn: 0,
         };
-        for (i, run) in runs.iter().enumerate() {
+        while let Some(run) = runs.next() {
             // Only the last run can take in what comes during it: ids follow on.
-            let joinable = i + 1 == runs.len();
-            pass.write(
-                run.to_vec(),
-                joinable.then_some((&mut subscription, &mut taken)),
-            )
-            .await;
+            let last = runs.peek().is_none();
+            pass.write(run, last.then_some((&mut subscription, &mut taken)))
+                .await;
         }
         outboxes.clear();
     }
@@ -325,10 +322,12 @@ impl<E: Encoding> Pass<'_, E> {
     /// not join is left in `more`'s `taken`, for the next pass.
     async fn write(
         &mut self,
-        mut run: Vec<Arc<Published>>,
+        run: &[Arc<Published>],
         mut more: Option<(&mut Subscription, &mut Option<Batch>)>,
     ) {
         let n = self.outboxes.len();
+        // Copied only if messages join it.
+        let mut run = std::borrow::Cow::Borrowed(run);
         let mut frames = Frames::of::<E>(&run);
         let (mut messages, mut bytes) = (0, 0);
         // The next outbox, and how many are left to offer `frames` to.
@@ -363,7 +362,7 @@ impl<E: Encoding> Pass<'_, E> {
                 // Counted as they go: a pass that keeps taking messages in can last.
                 self.metrics.delivered(messages, bytes);
                 (messages, bytes) = (0, 0);
-                run.extend(next.messages);
+                run.to_mut().extend(next.messages);
                 frames = Frames::of::<E>(&run);
                 left = n;
             } else {
@@ -475,20 +474,8 @@ mod tests {
     /// bytes on loopback.
     fn data_segments_in(stream: &tokio::net::TcpStream) -> u32 {
         use std::os::fd::AsRawFd;
-        // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it.
-        unsafe {
-            let mut info: libc::tcp_info = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-            let rc = libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&raw mut info).cast(),
-                &mut len,
-            );
-            assert_eq!(rc, 0, "TCP_INFO");
-            info.tcpi_data_segs_in
-        }
+        let (info, _) = crate::transport::outbox::tcp_info(stream.as_raw_fd()).expect("TCP_INFO");
+        info.tcpi_data_segs_in
     }
 
     /// A room with its WebSocket fan-out and a listener for sessions' sockets.
@@ -566,6 +553,14 @@ mod tests {
         assert_eq!(got, want, "{what}");
     }
 
+    /// Reads exactly `want` from every one of `clients`.
+    async fn expect_all(clients: &mut [tokio::net::TcpStream], want: &[u8]) {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let what = format!("socket {i}: each message once, in order");
+            expect(client, want, &what).await;
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_message_published_during_a_pass_joins_it_for_the_sockets_not_yet_written() {
         let bench = Bench::new().await;
@@ -573,34 +568,12 @@ mod tests {
         let (mut clients, _sessions) = bench.sessions(3 * super::TURN).await;
         // The second message is published as soon as the first socket has the first:
         // while the pass that writes it yields.
-        let first_client = clients.remove(0);
-        let publisher = tokio::spawn({
-            let room = bench.room.clone();
-            async move {
-                first_client.readable().await.unwrap();
-                let draft = Draft {
-                    user: "u".into(),
-                    text: "two".into(),
-                    client_ts: None,
-                };
-                room.publish(&draft);
-                first_client
-            }
-        });
         let one = bench.publish("one");
-        clients.insert(0, publisher.await.unwrap());
-
-        let two = bench.room.history_after(one.id, 10).messages[0].clone();
+        clients[0].readable().await.unwrap();
+        let two = bench.publish("two");
         let frames = Frames::new(&[one.clone(), two]);
         let (both, _, _) = frames.from(one.id);
-        for (i, client) in clients.iter_mut().enumerate() {
-            expect(
-                client,
-                both,
-                &format!("socket {i}: each message once, in order"),
-            )
-            .await;
-        }
+        expect_all(&mut clients, both).await;
         assert_eq!(
             data_segments_in(&clients[0]),
             2,
@@ -653,14 +626,7 @@ mod tests {
         let two = bench.publish("two");
         let frames = Frames::new(&[one.clone(), two]);
         let (both, _, _) = frames.from(one.id);
-        for (i, client) in clients.iter_mut().enumerate() {
-            expect(
-                client,
-                both,
-                &format!("socket {i}: each message once, in order"),
-            )
-            .await;
-        }
+        expect_all(&mut clients, both).await;
         let last = clients.last().unwrap();
         assert_eq!(data_segments_in(last), 2, "the last socket: two writes");
         drop(left);

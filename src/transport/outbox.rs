@@ -26,6 +26,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use super::fanout::Frames;
 
+/// What the kernel says of a socket's TCP connection, and how many bytes of it the
+/// kernel filled in (an older kernel fills in fewer fields); `None` if it says nothing.
+pub fn tcp_info(fd: std::os::fd::RawFd) -> Option<(libc::tcp_info, usize)> {
+    // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it and
+    // says how many.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let info_ptr = (&raw mut info).cast::<libc::c_void>();
+        let got = libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len);
+        (got == 0).then_some((info, len as usize))
+    }
+}
+
 /// Most bytes held for the kernel. The fan-out hands a session that would go over it
 /// back to its own task; a write by the session waits until the outbox is under it.
 pub const LIMIT: usize = 64 * 1024;

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use super::common::{self, RoomName, StrictQuery};
 use super::fanout::{FanOut, WsText};
-use super::outbox::{Outbox, SessionIo};
+use super::outbox::{Outbox, SessionIo, tcp_info};
 use crate::error::ApiError;
 use crate::http1::{self, has_token};
 use crate::limits::ConnectionGuard;
@@ -437,26 +437,17 @@ impl PeerProgress {
     /// holds for the kernel count as outstanding.
     fn of(socket: &Socket, outbox: &Outbox) -> Option<PeerProgress> {
         let fd = socket.get_ref().as_raw_fd();
-        // SAFETY: `tcp_info` is plain data; getsockopt writes at most `len` bytes of it
-        // and says how many, and TIOCOUTQ writes one int, both for a valid descriptor.
-        unsafe {
-            let mut info: libc::tcp_info = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-            let info_ptr = (&raw mut info).cast::<libc::c_void>();
-            let got = libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len);
-            let acked_end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
-            let mut outstanding: libc::c_int = 0;
-            if got != 0
-                || (len as usize) < acked_end
-                || libc::ioctl(fd, libc::TIOCOUTQ, &mut outstanding) != 0
-            {
-                return None;
-            }
-            Some(PeerProgress {
-                acknowledged: info.tcpi_bytes_acked,
-                outstanding: outstanding.max(0) as u64 + outbox.pending_len() as u64,
-            })
+        let (info, len) = tcp_info(fd)?;
+        let acked_end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+        let mut outstanding: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int for a valid descriptor.
+        if len < acked_end || unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outstanding) } != 0 {
+            return None;
         }
+        Some(PeerProgress {
+            acknowledged: info.tcpi_bytes_acked,
+            outstanding: outstanding.max(0) as u64 + outbox.pending_len() as u64,
+        })
     }
 }
 
