@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The lab's WebSocket fan-out beside the floor a bare writer and reader set on this machine.
+
+For each load, alternately: (1) bench/write_floor.rs: one process writing a message to
+each of N loopback sockets per period on the first core, one reading them on the second,
+nothing else; (2) the loadgen at the same load (`loadgen --mode ws`, its own child lab
+on the first core). Prints, per run, the p99 from the due time, the writer's (server's)
+and the reader's (loadgen's) CPU per message, and writes them to `--out` (default
+`results/floor/<UTC time>-write/`).
+
+    cargo build --release && cargo build --release -p loadgen --example write_floor
+    python3 bench/write_floor.py --repeat 3
+
+The floor writes one message per write, as the lab does when it keeps up; the lab, when
+it falls behind, writes several at once, which the floor cannot.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+
+
+def floor(users, rate, out_dir, tag):
+    path = os.path.join(out_dir, f"floor-{tag}.json")
+    subprocess.run([os.path.join(REL, "examples", "write_floor"), "--users", str(users),
+                    "--rate", str(rate), "--warmup", "2", "--duration", "8", "--json", path],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120 + users / 100)
+    r = json.load(open(path))
+    return {
+        "who": "bare writer + reader",
+        "p50_ms": r["reader"]["latency_ms"]["p50"],
+        "p99_ms": r["reader"]["latency_ms"]["p99"],
+        "writer_us": r["writer_us_per_write"],
+        "reader_us": r["reader"]["us_per_message"],
+        "complete": r["reader"]["messages"] == r["writes_per_s"] * 8 and r["writes_not_taken"] == 0,
+        "steal_pct": r["steal_pct"],
+    }
+
+
+def steal():
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:9]]
+    return cpu[7], sum(cpu)
+
+
+def lab(users, rate, out_dir, tag):
+    path = os.path.join(out_dir, f"loadgen-{tag}.json")
+    s0 = steal()
+    subprocess.run([os.path.join(REL, "loadgen"), "--mode", "ws", "--users", str(users),
+                    "--senders", "100", "--rate", str(rate), "--duration", "8s", "--warmup", "2s",
+                    "--quiet", "--json", path], check=True, stdout=subprocess.DEVNULL,
+                   timeout=180 + users / 50)
+    s1 = steal()
+    run = json.load(open(path))["runs"][0]
+    n = run["deliveries"]["received"]
+    return {
+        "who": "lab + loadgen",
+        "p50_ms": run["latency_us"]["p50"] / 1000,
+        "p99_ms": run["latency_us"]["p99"] / 1000,
+        "writer_us": run["server"]["cpu_seconds"] / n * 1e6,
+        "reader_us": run["loadgen"]["cpu_seconds"] / n * 1e6,
+        "complete": run["deliveries"]["lost"] == 0 and run["deliveries"]["duplicated"] == 0,
+        "steal_pct": (s1[0] - s0[0]) * 100 / max(1, s1[1] - s0[1]),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--loads", default="10000x10,1000x100",
+                    help="users x messages per second, comma-separated")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("needs two cores: the writer on one, the reader on the other")
+    loads = []
+    for load in a.loads.split(","):
+        try:
+            users, rate = (int(x) for x in load.split("x"))
+        except ValueError:
+            sys.exit(f"--loads: {load!r} is not USERSxRATE, e.g. 1000x100")
+        if users < 1 or rate < 1 or users > 18000:
+            sys.exit(f"--loads: {load!r} needs 1 to 18,000 users and at least one message a second")
+        loads.append((load, users, rate))
+    stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    out_dir = a.out or os.path.join(ROOT, "results", "floor", f"{stamp}-write")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for load, users, rate in loads:
+        for k in range(a.repeat):
+            for run in (floor, lab):
+                rows.append({"load": load, **run(users, rate, out_dir, f"{load}-{k + 1}")})
+                print(fmt(rows[-1]), flush=True)
+    head = ("| users x msg/s | who | p50 ms | p99 ms | writer (server) µs a message "
+            "| reader (loadgen) µs a message | every message once | steal |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = [f"`python3 bench/write_floor.py {' '.join(sys.argv[1:])}` at "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {os.uname().release}.",
+             "", head] + [table(r) for r in rows]
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    json.dump(rows, open(os.path.join(out_dir, "rows.json"), "w"), indent=1)
+    print("\n".join(lines))
+    print(f"written to {out_dir}/")
+
+
+def fmt(r):
+    return (f"{r['load']:>10} {r['who']:<21} p50 {r['p50_ms']:6.1f} ms p99 {r['p99_ms']:6.1f} ms  "
+            f"writer {r['writer_us']:.2f} us  reader {r['reader_us']:.2f} us  "
+            f"{'complete' if r['complete'] else 'INCOMPLETE'}  steal {r['steal_pct']:.1f}%")
+
+
+def table(r):
+    return (f"| {r['load']} | {r['who']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['writer_us']:.2f} | "
+            f"{r['reader_us']:.2f} | {'yes' if r['complete'] else 'no'} | {r['steal_pct']:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
