@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""The lab's WebSocket fan-out beside the floor a bare writer and reader set on this machine.
+"""The lab's fan-out beside the floor a bare writer and reader set on this machine.
 
 For each load, alternately: (1) bench/write_floor.rs: one process writing a message to
 each of N loopback sockets per period on the first core, one reading them on the second,
 nothing else; (2) the loadgen at the same load (`loadgen --mode ws`, its own child lab
 on the first core). Prints, per run, the p99 from the due time, the writer's (server's)
 and the reader's (loadgen's) CPU per message, and writes them to `--out` (default
-`results/floor/<UTC time>-write/`).
+`results/floor/<UTC time>-write/`, `-long-poll/` with `--long-poll`).
 
     cargo build --release && cargo build --release -p loadgen --example write_floor
     python3 bench/write_floor.py --repeat 3
+    python3 bench/write_floor.py --repeat 3 --long-poll --loads 1000x10,1000x50
 
-The floor writes one message per write, as the lab does when it keeps up; the lab, when
-it falls behind, writes several at once, which the floor cannot.
+The stream floor writes one message per write, as the lab does when it keeps up; the
+lab, when it falls behind, writes several at once, which that floor cannot. With
+`--long-poll` the floor holds each request and answers it with what has come (several
+messages at once for a socket that asked late), as the lab does, and the loadgen runs
+`--mode long-poll`.
 """
 
 import argparse
@@ -26,19 +30,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 
 
-def floor(users, rate, out_dir, tag):
+def floor(users, rate, out_dir, tag, long_poll):
     path = os.path.join(out_dir, f"floor-{tag}.json")
     subprocess.run([os.path.join(REL, "examples", "write_floor"), "--users", str(users),
-                    "--rate", str(rate), "--warmup", "2", "--duration", "8", "--json", path],
+                    "--rate", str(rate), "--warmup", "2", "--duration", "8", "--json", path]
+                   + (["--long-poll"] if long_poll else []),
                    check=True, stdout=subprocess.DEVNULL, timeout=120 + users / 100)
     r = json.load(open(path))
     return {
         "who": "bare writer + reader",
         "p50_ms": r["reader"]["latency_ms"]["p50"],
         "p99_ms": r["reader"]["latency_ms"]["p99"],
-        "writer_us": r["writer_us_per_write"],
+        "writer_us": r["writer_us_per_message"],
         "reader_us": r["reader"]["us_per_message"],
-        "complete": r["reader"]["messages"] == r["writes_per_s"] * 8 and r["writes_not_taken"] == 0,
+        "complete": r["reader"]["messages"] == r["messages_per_s"] * 8 and r["writes_not_taken"] == 0,
         "steal_pct": r["steal_pct"],
     }
 
@@ -49,10 +54,11 @@ def steal():
     return cpu[7], sum(cpu)
 
 
-def lab(users, rate, out_dir, tag):
+def lab(users, rate, out_dir, tag, long_poll):
     path = os.path.join(out_dir, f"loadgen-{tag}.json")
     s0 = steal()
-    subprocess.run([os.path.join(REL, "loadgen"), "--mode", "ws", "--users", str(users),
+    mode = "long-poll" if long_poll else "ws"
+    subprocess.run([os.path.join(REL, "loadgen"), "--mode", mode, "--users", str(users),
                     "--senders", "100", "--rate", str(rate), "--duration", "8s", "--warmup", "2s",
                     "--quiet", "--json", path], check=True, stdout=subprocess.DEVNULL,
                    timeout=180 + users / 50)
@@ -75,6 +81,7 @@ def main():
     ap.add_argument("--loads", default="10000x10,1000x100",
                     help="users x messages per second, comma-separated")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--long-poll", action="store_true", help="held requests instead of a stream")
     ap.add_argument("--out")
     a = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
@@ -89,13 +96,14 @@ def main():
             sys.exit(f"--loads: {load!r} needs 1 to 18,000 users and at least one message a second")
         loads.append((load, users, rate))
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
-    out_dir = a.out or os.path.join(ROOT, "results", "floor", f"{stamp}-write")
+    kind = "long-poll" if a.long_poll else "write"
+    out_dir = a.out or os.path.join(ROOT, "results", "floor", f"{stamp}-{kind}")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for load, users, rate in loads:
         for k in range(a.repeat):
             for run in (floor, lab):
-                rows.append({"load": load, **run(users, rate, out_dir, f"{load}-{k + 1}")})
+                rows.append({"load": load, **run(users, rate, out_dir, f"{load}-{k + 1}", a.long_poll)})
                 print(fmt(rows[-1]), flush=True)
     head = ("| users x msg/s | who | p50 ms | p99 ms | writer (server) µs a message "
             "| reader (loadgen) µs a message | every message once | steal |\n"

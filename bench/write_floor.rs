@@ -1,13 +1,20 @@
 //! The least a fan-out costs on this machine: one process writes a message of the
-//! lab's frame size to each of N loopback TCP sockets per period, a second reads them,
-//! each on a core of its own, with no runtime, no HTTP, no room and no parsing. What
-//! this pair takes per message and how late its last sockets get one are the floor
-//! under the lab's WebSocket figures at the same load: a server that writes one
-//! message per socket per write cannot fan out faster than this writer, nor a client
-//! read sooner than this reader.
+//! lab's size to each of N loopback TCP sockets per period, a second reads them, each
+//! on a core of its own, with no runtime, no HTTP, no room and no parsing. What this
+//! pair takes per message and how late its last sockets get one are the floor under
+//! the lab's figures at the same load: a server that writes one message per socket
+//! per write cannot fan out faster than this writer, nor a client read sooner than
+//! this reader.
 //!
 //!     cargo build --release -p loadgen --example write_floor
 //!     ./target/release/examples/write_floor --users 10000 --rate 10
+//!     ./target/release/examples/write_floor --users 1000 --rate 10 --long-poll
+//!
+//! A stream (WebSocket, SSE) is written each message as it comes. With `--long-poll`
+//! the reader asks for each answer with a request of the loadgen's size and the writer
+//! holds it: a message answers every held request at once, a socket that has not asked
+//! again yet gets what came meanwhile in one answer when it does. The writer reads
+//! the requests and answers in one `epoll` loop, as a server would, but parses nothing.
 //!
 //! Each message carries the time it was due (`CLOCK_MONOTONIC`, one clock for both
 //! processes), so the latency printed is from the due time to the read, as the
@@ -17,7 +24,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,10 +41,14 @@ struct Args {
     /// Messages per second to every socket.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
-    /// Bytes of each message: what the loadgen reads per WebSocket delivery in the
-    /// reference scenario (frame and JSON, 196 bytes).
-    #[arg(long, default_value_t = 196)]
-    bytes: usize,
+    /// Bytes of each message: by default what the loadgen reads per delivery in the
+    /// reference scenario, 196 for a WebSocket frame, 336 for a long poll's answer of
+    /// one message (head and body).
+    #[arg(long)]
+    bytes: Option<usize>,
+    /// Held requests answered by the messages instead of a stream.
+    #[arg(long)]
+    long_poll: bool,
     /// Passes before the counted window, in seconds.
     #[arg(long, default_value = "2", value_parser = secs)]
     warmup: Duration,
@@ -56,6 +67,19 @@ struct Args {
     reader_of: Option<u16>,
 }
 
+impl Args {
+    /// Bytes of one message as written: an answer's own 4-byte count is part of the
+    /// first.
+    fn message_bytes(&self) -> usize {
+        match (self.bytes, self.long_poll) {
+            (Some(b), false) => b,
+            (Some(b), true) => b.saturating_sub(COUNT),
+            (None, false) => 196,
+            (None, true) => 336 - COUNT,
+        }
+    }
+}
+
 fn secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .map(Duration::from_secs_f64)
@@ -69,6 +93,10 @@ const WARMUP: u8 = 0;
 const COUNTED: u8 = 1;
 /// The last message of the run.
 const STOP: u8 = 2;
+/// A long poll's request: the size of the loadgen's (path, query and host).
+const REQUEST: usize = 140;
+/// A long poll's answer starts with how many messages it carries (u32).
+const COUNT: usize = 4;
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -120,6 +148,51 @@ fn pin(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// An `epoll` set watching `socks` for reading (level-triggered), each by its index.
+fn epoll_of(socks: impl Iterator<Item = i32>) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: epoll_create1 with no flags returns a new fd or -1.
+    let ep = unsafe { libc::epoll_create1(0) };
+    if ep < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: `ep` is a new fd that nothing else owns.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for (i, fd) in socks.enumerate() {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: `ev` outlives the call; both fds are open.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+    }
+    Ok(ep)
+}
+
+/// Ready sockets' indexes into `events`, waiting at most `timeout_ms` (-1: no limit).
+fn wait(ep: &OwnedFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize, String> {
+    // SAFETY: `events` has room for the count given.
+    let n = unsafe {
+        libc::epoll_wait(
+            ep.as_raw_fd(),
+            events.as_mut_ptr(),
+            events.len() as i32,
+            timeout_ms,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e.to_string())
+        };
+    }
+    Ok(n as usize)
+}
+
 fn main() {
     let args = Args::parse();
     let outcome = match args.reader_of {
@@ -132,11 +205,33 @@ fn main() {
     }
 }
 
-/// The writing process: accepts the reader's sockets, writes the passes, then reports
-/// both sides.
+/// One socket on the writing side, for a long poll: whether a request is held, the
+/// messages that came while none was, and the bytes of a request not yet whole.
+#[derive(Default)]
+struct Held {
+    waiting: bool,
+    queued: Vec<(u64, u8)>,
+    partial: usize,
+    stopped: bool,
+}
+
+/// Appends an answer of `messages` (due time and flag each) to `out`.
+fn answer(out: &mut Vec<u8>, messages: &[(u64, u8)], size: usize) {
+    out.extend_from_slice(&(messages.len() as u32).to_le_bytes());
+    for &(due, flag) in messages {
+        let at = out.len();
+        out.resize(at + size, b'x');
+        out[at..at + FLAG].copy_from_slice(&due.to_le_bytes());
+        out[at + FLAG] = flag;
+    }
+}
+
+/// The writing process: accepts the reader's sockets, writes the passes (and, for a
+/// long poll, reads the requests), then reports both sides.
 fn write(args: &Args) -> Result<(), String> {
-    if args.bytes < FLAG + 1 || args.rate <= 0.0 || args.users == 0 {
-        return Err("--bytes must be at least 9, --rate and --users above 0".into());
+    let size = args.message_bytes();
+    if size < FLAG + 1 || args.rate <= 0.0 || args.users == 0 {
+        return Err("--bytes must leave at least 9 per message, --rate and --users above 0".into());
     }
     pin(args.writer_cpu)?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -156,41 +251,136 @@ fn write(args: &Args) -> Result<(), String> {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         socks.push(s);
     }
+    let ep = epoll_of(socks.iter().map(|s| s.as_raw_fd()))?;
+    let mut held: Vec<Held> = (0..socks.len()).map(|_| Held::default()).collect();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut inbox = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
 
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let passes = ((args.warmup + args.duration).as_secs_f64() * args.rate).ceil() as u64;
     let counted_from = (args.warmup.as_secs_f64() * args.rate).ceil() as u64;
-    let mut message = vec![b'x'; args.bytes];
     let mut pass_ms = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let mut blocked = 0u64;
+    let (mut blocked, mut answers, mut requests) = (0u64, 0u64, 0u64);
+    let (mut answers_at_start, mut answers_at_end) = (0, 0);
     let start = now_ns() + 200_000_000;
     let mut cpu0 = own_cpu();
+    let mut cpu1 = cpu0;
     let mut steal0 = steal();
-    for k in 0..passes {
+    let mut steal1 = steal0;
+    let mut k = 0;
+    let mut stops_left = socks.len();
+    // Passes, then (for a long poll) until every socket has had its last message.
+    while k <= passes || stops_left > 0 {
         let due = start + k * period.as_nanos() as u64;
-        let now = now_ns();
-        if due > now {
-            std::thread::sleep(Duration::from_nanos(due - now));
+        if k <= passes {
+            let now = now_ns();
+            // Requests are served while the next message is not due; its last
+            // millisecond (under `epoll_wait`'s grain) is slept through.
+            let ms = (due.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32;
+            if args.long_poll && ms > 0 {
+                let n = wait(&ep, &mut events, ms)?;
+                for ev in &events[..n] {
+                    let i = ev.u64 as usize;
+                    let got = match (&socks[i]).read(&mut inbox) {
+                        Ok(0) => return Err("the reader closed a socket early".into()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    let h = &mut held[i];
+                    h.partial += got;
+                    while h.partial >= REQUEST {
+                        h.partial -= REQUEST;
+                        requests += 1;
+                        if h.queued.is_empty() {
+                            h.waiting = true;
+                        } else {
+                            out.clear();
+                            answer(&mut out, &h.queued, size);
+                            blocked += u64::from(!write_all(&socks[i], &out));
+                            answers += 1;
+                            if h.queued.iter().any(|&(_, f)| f == STOP) {
+                                h.stopped = true;
+                                stops_left -= 1;
+                            }
+                            h.queued.clear();
+                        }
+                    }
+                }
+                continue;
+            }
+            if due > now {
+                std::thread::sleep(Duration::from_nanos(due - now));
+            }
+        } else if args.long_poll {
+            // Every message is out; what is left is answering the requests that ask
+            // for the last one.
+            let n = wait(&ep, &mut events, 10_000)?;
+            if n == 0 {
+                return Err(format!(
+                    "no request for 10 s with {stops_left} sockets unfinished"
+                ));
+            }
+            for ev in &events[..n] {
+                let i = ev.u64 as usize;
+                let got = (&socks[i]).read(&mut inbox).unwrap_or(0);
+                let h = &mut held[i];
+                h.partial += got;
+                if h.partial >= REQUEST && !h.stopped && !h.queued.is_empty() {
+                    h.partial = 0;
+                    out.clear();
+                    answer(&mut out, &h.queued, size);
+                    blocked += u64::from(!write_all(&socks[i], &out));
+                    h.queued.clear();
+                    h.stopped = true;
+                    stops_left -= 1;
+                }
+            }
+            continue;
         }
         if k == counted_from {
             cpu0 = own_cpu();
             steal0 = steal();
+            answers_at_start = answers;
         }
-        message[..FLAG].copy_from_slice(&due.to_le_bytes());
-        message[FLAG] = if k >= counted_from { COUNTED } else { WARMUP };
-        for s in &socks {
-            blocked += u64::from(!write_all(s, &message));
+        if k == passes {
+            cpu1 = own_cpu();
+            steal1 = steal();
+            answers_at_end = answers;
         }
-        if k >= counted_from {
+        let flag = match k {
+            k if k == passes => STOP,
+            k if k >= counted_from => COUNTED,
+            _ => WARMUP,
+        };
+        out.clear();
+        if args.long_poll {
+            answer(&mut out, &[(due, flag)], size);
+        } else {
+            out.extend_from_slice(&due.to_le_bytes());
+            out.push(flag);
+            out.resize(size, b'x');
+        }
+        for (s, h) in socks.iter().zip(&mut held) {
+            if !args.long_poll || h.waiting {
+                blocked += u64::from(!write_all(s, &out));
+                h.waiting = false;
+                answers += 1;
+                if flag == STOP {
+                    h.stopped = true;
+                    stops_left -= 1;
+                }
+            } else {
+                h.queued.push((due, flag));
+            }
+        }
+        if (counted_from..passes).contains(&k) {
             pass_ms.saturating_record(((now_ns() - due) / 1000).max(1));
         }
+        k += 1;
     }
-    let cpu1 = own_cpu();
-    let steal1 = steal();
-    message[FLAG] = STOP;
-    for s in &socks {
-        blocked += u64::from(!write_all(s, &message));
-    }
+    let answers = answers_at_end - answers_at_start;
 
     let mut line = String::new();
     BufReader::new(reader.stdout.take().expect("piped"))
@@ -200,31 +390,35 @@ fn write(args: &Args) -> Result<(), String> {
     let read: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| format!("the reader's report {line:?}: {e}"))?;
 
-    let writes = (passes - counted_from) as f64 * args.users as f64;
-    let us = |a: f64| a / writes * 1e6;
+    let messages = (passes - counted_from) as f64 * args.users as f64;
+    let us = |a: f64| a / messages * 1e6;
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     let report = json!({
         "users": args.users,
         "rate": args.rate,
-        "bytes": args.bytes,
-        "writes_per_s": args.users as f64 * args.rate,
-        "writer_us_per_write": us(cpu1.0 - cpu0.0 + cpu1.1 - cpu0.1),
-        "writer_sys_us_per_write": us(cpu1.1 - cpu0.1),
+        "long_poll": args.long_poll,
+        "message_bytes": size,
+        "messages_per_s": args.users as f64 * args.rate,
+        "writer_us_per_message": us(cpu1.0 - cpu0.0 + cpu1.1 - cpu0.1),
+        "writer_sys_us_per_message": us(cpu1.1 - cpu0.1),
+        "answers_per_message": if args.long_poll { answers as f64 / messages } else { 1.0 },
+        "requests": requests,
         "writes_not_taken": blocked,
         "steal_pct": (steal1.0 - steal0.0) as f64 * 100.0 / (steal1.1 - steal0.1).max(1) as f64,
         "pass_end_ms": {"p50": q(&pass_ms, 0.5), "p99": q(&pass_ms, 0.99), "max": pass_ms.max() as f64 / 1000.0},
         "reader": read,
     });
     println!(
-        "{} sockets x {} msg/s, {} B: writer {:.2} µs a write (system {:.2}), a pass ends {:.1} ms \
-         after its due time (p50; max {:.1}); reader {:.2} µs a message (system {:.2}); \
-         latency from due p50 {:.1} ms, p99 {:.1}, max {:.1}; {} of {} messages read, {} writes not taken; \
-         steal {:.1}%",
+        "{} sockets x {} msg/s{}, {} B: writer {:.2} µs a message (system {:.2}), a pass ends \
+         {:.1} ms after its due time (p50; max {:.1}); reader {:.2} µs a message (system \
+         {:.2}); latency from due p50 {:.1} ms, p99 {:.1}, max {:.1}; {} of {} messages \
+         read, {} writes not taken; steal {:.1}%",
         args.users,
         args.rate,
-        args.bytes,
-        report["writer_us_per_write"].as_f64().unwrap_or(0.0),
-        report["writer_sys_us_per_write"].as_f64().unwrap_or(0.0),
+        if args.long_poll { " (long poll)" } else { "" },
+        size,
+        report["writer_us_per_message"].as_f64().unwrap_or(0.0),
+        report["writer_sys_us_per_message"].as_f64().unwrap_or(0.0),
         q(&pass_ms, 0.5),
         pass_ms.max() as f64 / 1000.0,
         read["us_per_message"].as_f64().unwrap_or(0.0),
@@ -233,7 +427,7 @@ fn write(args: &Args) -> Result<(), String> {
         read["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
         read["latency_ms"]["max"].as_f64().unwrap_or(0.0),
         read["messages"],
-        writes as u64,
+        messages as u64,
         blocked,
         report["steal_pct"].as_f64().unwrap_or(0.0),
     );
@@ -249,66 +443,88 @@ fn write_all(s: &TcpStream, message: &[u8]) -> bool {
     (&*s).write(message).is_ok_and(|n| n == message.len())
 }
 
-/// A socket the reader reads, and the part of a message it holds.
+/// A socket the reader reads, and what it holds of a message or answer not yet whole.
 struct Conn {
     stream: TcpStream,
     carry: Vec<u8>,
     done: bool,
 }
 
-/// The reading process: connects, reads every socket with one `epoll` loop until each
-/// has had its last message, and prints its figures as one JSON line.
+/// What the reader counted.
+struct Tally {
+    latency: Histogram<u64>,
+    messages: u64,
+    /// CPU when the first counted message came, and when the first last one did.
+    window: Option<(f64, f64)>,
+    window_end: Option<(f64, f64)>,
+}
+
+impl Tally {
+    /// Counts one message read at `now`; whether it was the last.
+    fn message(&mut self, m: &[u8], now: u64) -> bool {
+        let due = u64::from_le_bytes(m[..FLAG].try_into().expect("8 bytes"));
+        match m[FLAG] {
+            COUNTED => {
+                self.window.get_or_insert_with(own_cpu);
+                self.messages += 1;
+                self.latency
+                    .saturating_record((now.saturating_sub(due) / 1000).max(1));
+                false
+            }
+            STOP => {
+                self.window_end.get_or_insert_with(own_cpu);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The reading process: connects (and, for a long poll, asks for the first answer),
+/// reads every socket with one `epoll` loop until each has had its last message, and
+/// prints its figures as one JSON line.
 fn read(args: &Args, port: u16) -> Result<(), String> {
     pin(args.reader_cpu)?;
+    let size = args.message_bytes();
+    let request = vec![b'G'; REQUEST];
     let mut conns = Vec::with_capacity(args.users);
     for _ in 0..args.users {
-        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        if args.long_poll {
+            stream.write_all(&request).map_err(|e| e.to_string())?;
+        }
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         conns.push(Conn {
             stream,
-            carry: Vec::with_capacity(args.bytes),
+            carry: Vec::with_capacity(size + COUNT),
             done: false,
         });
     }
-    // SAFETY: epoll_create1 with no flags; the fd is this function's for its life.
-    let ep = unsafe { libc::epoll_create1(0) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    for (i, c) in conns.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ev` outlives the call; the fd is open.
-        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c.stream.as_raw_fd(), &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
-    }
+    let ep = epoll_of(conns.iter().map(|c| c.stream.as_raw_fd()))?;
 
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let (mut messages, mut reads, mut waits) = (0u64, 0u64, 0u64);
-    let mut window: Option<(f64, f64)> = None;
-    let mut window_end: Option<(f64, f64)> = None;
+    let mut tally = Tally {
+        latency: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+        messages: 0,
+        window: None,
+        window_end: None,
+    };
+    let (mut reads, mut waits) = (0u64, 0u64);
     let mut left = conns.len();
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let size = args.bytes;
     while left > 0 {
-        // SAFETY: `events` has room for the count given.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 10_000) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
+        let n = wait(&ep, &mut events, 10_000)?;
         if n == 0 {
             return Err(format!(
                 "nothing read for 10 s with {left} sockets unfinished"
             ));
         }
         waits += 1;
-        for ev in &events[..n as usize] {
+        for ev in &events[..n] {
             let c = &mut conns[ev.u64 as usize];
             let got = match (&c.stream).read(&mut buf) {
+                Ok(0) if c.done => continue,
                 Ok(0) => return Err("the writer closed a socket early".into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -316,45 +532,43 @@ fn read(args: &Args, port: u16) -> Result<(), String> {
             };
             reads += 1;
             let now = now_ns();
-            let mut bytes = &buf[..got];
-            let mut whole = |m: &[u8]| -> bool {
-                let due = u64::from_le_bytes(m[..FLAG].try_into().expect("8 bytes"));
-                match m[FLAG] {
-                    COUNTED => {
-                        if window.is_none() {
-                            window = Some(own_cpu());
-                        }
-                        messages += 1;
-                        latency.saturating_record((now.saturating_sub(due) / 1000).max(1));
-                        false
-                    }
-                    STOP => true,
-                    _ => false,
-                }
-            };
+            c.carry.extend_from_slice(&buf[..got]);
+            let mut used = 0;
             let mut stop = false;
-            if !c.carry.is_empty() {
-                let take = (size - c.carry.len()).min(bytes.len());
-                c.carry.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if c.carry.len() == size {
-                    stop |= whole(&c.carry);
-                    c.carry.clear();
+            if args.long_poll {
+                while let Some(count) = c.carry.get(used..used + COUNT) {
+                    let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
+                    let end = used + COUNT + count * size;
+                    if c.carry.len() < end {
+                        break;
+                    }
+                    for m in c.carry[used + COUNT..end].chunks(size) {
+                        stop |= tally.message(m, now);
+                    }
+                    used = end;
+                    if !stop {
+                        // The next poll, as soon as the answer is in.
+                        (&c.stream).write_all(&request).map_err(|e| e.to_string())?;
+                    }
+                }
+            } else {
+                for m in c.carry.chunks_exact(size) {
+                    stop |= tally.message(m, now);
+                    used += size;
                 }
             }
-            while bytes.len() >= size {
-                stop |= whole(&bytes[..size]);
-                bytes = &bytes[size..];
-            }
-            c.carry.extend_from_slice(bytes);
+            c.carry.drain(..used);
             if stop && !c.done {
                 c.done = true;
                 left -= 1;
-                window_end.get_or_insert_with(own_cpu);
             }
         }
     }
-    let (start, end) = (window.unwrap_or_default(), window_end.unwrap_or_default());
+    let (start, end) = (
+        tally.window.unwrap_or_default(),
+        tally.window_end.unwrap_or_default(),
+    );
+    let messages = tally.messages;
     let per = |a: f64| {
         if messages == 0 {
             0.0
@@ -362,14 +576,14 @@ fn read(args: &Args, port: u16) -> Result<(), String> {
             a / messages as f64 * 1e6
         }
     };
-    let q = |p: f64| latency.value_at_quantile(p) as f64 / 1000.0;
+    let q = |p: f64| tally.latency.value_at_quantile(p) as f64 / 1000.0;
     let report = json!({
         "messages": messages,
         "reads": reads,
         "epoll_waits": waits,
         "us_per_message": per(end.0 - start.0 + end.1 - start.1),
         "sys_us_per_message": per(end.1 - start.1),
-        "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0},
+        "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": tally.latency.max() as f64 / 1000.0},
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{report}").map_err(|e| e.to_string())
