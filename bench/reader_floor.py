@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+import floor_runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 # The senders' own subscribers: the server delivers to them too.
@@ -151,18 +153,10 @@ def main():
     a = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs two cores: the server on one, the clients on the other")
+    loads = floor_runs.loads(a.loads)
     out_dir = a.out or os.path.join(ROOT, "results", "floor", time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime()))
     os.makedirs(out_dir, exist_ok=True)
     rows = []
-    loads = []
-    for load in a.loads.split(","):
-        try:
-            users, rate = (int(x) for x in load.split("x"))
-        except ValueError:
-            sys.exit(f"--loads: {load!r} is not USERSxRATE, e.g. 1000x100")
-        if users < 1 or rate < 1:
-            sys.exit(f"--loads: {load!r} needs at least one user and one message a second")
-        loads.append((load, users, rate))
     for load, users, rate in loads:
         for k in range(a.repeat):
             kinds = [("epoll", False)] + ([("io_uring", True)] if a.uring else [])
@@ -173,14 +167,7 @@ def main():
             print(fmt(rows[-1]), flush=True)
     head = ("| users x msg/s | client | client µs/delivery (kernel) | server µs/delivery (kernel) "
             "| client/server | p99 ms (loadgen only) |\n| --- | --- | --- | --- | --- | --- |")
-    lines = [f"`python3 bench/reader_floor.py {' '.join(sys.argv[1:])}` at "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {os.uname().release}.",
-             "", head] + [table(r) for r in rows]
-    with open(os.path.join(out_dir, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    json.dump(rows, open(os.path.join(out_dir, "rows.json"), "w"), indent=1)
-    print("\n".join(lines))
-    print(f"written to {out_dir}/")
+    floor_runs.write_summary(out_dir, "reader_floor.py", head, rows, table)
 
 
 def fmt(r):

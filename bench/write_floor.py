@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+import floor_runs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 
@@ -86,15 +88,7 @@ def main():
     a = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs two cores: the writer on one, the reader on the other")
-    loads = []
-    for load in a.loads.split(","):
-        try:
-            users, rate = (int(x) for x in load.split("x"))
-        except ValueError:
-            sys.exit(f"--loads: {load!r} is not USERSxRATE, e.g. 1000x100")
-        if users < 1 or rate < 1 or users > 18000:
-            sys.exit(f"--loads: {load!r} needs 1 to 18,000 users and at least one message a second")
-        loads.append((load, users, rate))
+    loads = floor_runs.loads(a.loads, most_users=18000)
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
     kind = "long-poll" if a.long_poll else "write"
     out_dir = a.out or os.path.join(ROOT, "results", "floor", f"{stamp}-{kind}")
@@ -108,14 +102,7 @@ def main():
     head = ("| users x msg/s | who | p50 ms | p99 ms | writer (server) µs a message "
             "| reader (loadgen) µs a message | every message once | steal |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- |")
-    lines = [f"`python3 bench/write_floor.py {' '.join(sys.argv[1:])}` at "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {os.uname().release}.",
-             "", head] + [table(r) for r in rows]
-    with open(os.path.join(out_dir, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    json.dump(rows, open(os.path.join(out_dir, "rows.json"), "w"), indent=1)
-    print("\n".join(lines))
-    print(f"written to {out_dir}/")
+    floor_runs.write_summary(out_dir, "write_floor.py", head, rows, table)
 
 
 def fmt(r):

@@ -1,0 +1,38 @@
+"""What bench/reader_floor.py and bench/write_floor.py share: reading `--loads` and
+writing a run's table and rows."""
+
+import json
+import os
+import sys
+import time
+
+
+def loads(spec, most_users=None):
+    """`USERSxRATE,...` as (text, users, rate) tuples; exits with the reason on bad input."""
+    out = []
+    for load in spec.split(","):
+        try:
+            users, rate = (int(x) for x in load.split("x"))
+        except ValueError:
+            sys.exit(f"--loads: {load!r} is not USERSxRATE, e.g. 1000x100")
+        if users < 1 or rate < 1:
+            sys.exit(f"--loads: {load!r} needs at least one user and one message a second")
+        if most_users is not None and users > most_users:
+            sys.exit(f"--loads: {load!r} has more than {most_users} users, more sockets than "
+                     "a process here may hold")
+        out.append((load, users, rate))
+    return out
+
+
+def write_summary(out_dir, script, head, rows, table):
+    """Writes `summary.md` (the command, the time, the kernel, then `head` and a row of
+    `table(r)` per run) and `rows.json` to `out_dir`, and prints the table."""
+    lines = [f"`python3 bench/{script} {' '.join(sys.argv[1:])}` at "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, kernel {os.uname().release}.",
+             "", head] + [table(r) for r in rows]
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "rows.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print("\n".join(lines))
+    print(f"written to {out_dir}/")
