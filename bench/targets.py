@@ -15,6 +15,8 @@ within a round, so rounds show how far the same command moves on a shared machin
 Writes every run's JSON and `summary.md` (the table printed at the end) under
 `--out` (default `results/targets/<UTC time>`); exits 1 if a target was missed in
 any round. The step-up target has its own command: `loadgen step-up --modes ws,sse`.
+With `--floor`, the WebSocket and long-poll latency targets are each followed by
+bench/write_floor.rs at the same load, and its p99 is printed beside theirs.
 """
 
 import argparse
@@ -39,6 +41,15 @@ RUNS = [
                       "--duration", "10s", "--warmup", "2s"]),
 ]
 IDLE_KIB = {"ws": 4.0, "sse": 6.0, "long_poll": 8.0}
+# With --floor: the load bench/write_floor.rs runs right after each of these targets
+# (users, messages per second, long poll?), so that a missed target is set beside what
+# a bare writer and reader reach on the machine in the same minute.
+FLOOR = {
+    "ws-100k": (1000, 100, False),
+    "long-poll-10": (1000, 10, True),
+    "long-poll-50": (1000, 50, True),
+    "ws-10k-users": (10000, 10, False),
+}
 
 
 def ms(us):
@@ -115,12 +126,27 @@ def server_us(run):
     return server * 1e6 / received if server and received else None
 
 
+def floor_p99(binary, name, out, rnd):
+    """The bare pair's p99 (ms) at `name`'s load, or the reason it has none."""
+    users, rate, long_poll = FLOOR[name]
+    path = os.path.join(out, f"round{rnd}-{name}-floor.json")
+    cmd = [binary, "--users", str(users), "--rate", str(rate), "--warmup", "2", "--duration", "8",
+           "--json", path] + (["--long-poll"] if long_poll else [])
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return None, f"the floor failed: {done.stderr.strip()[-120:]}"
+    return json.load(open(path))["reader"]["latency_ms"]["p99"], None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loadgen", default="target/release/loadgen")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--only", help="comma-separated target names: " + ",".join(n for n, _ in RUNS))
     ap.add_argument("--no-idle-memory", action="store_true", help="skip bench/idle_memory.py")
+    ap.add_argument("--floor", action="store_true",
+                    help="after " + ", ".join(FLOOR) + ": a bare writer and reader at the same load "
+                    "(bench/write_floor.rs; build it with `cargo build --release -p loadgen --example write_floor`)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -134,6 +160,10 @@ def main():
         ap.error(f"unknown target {', '.join(unknown)}; the targets are {', '.join(names)}")
     if not os.access(args.loadgen, os.X_OK):
         ap.error(f"{args.loadgen} is not an executable; run `cargo build --release` first")
+    floor_bin = os.path.join(os.path.dirname(args.loadgen), "examples", "write_floor")
+    if args.floor and not os.access(floor_bin, os.X_OK):
+        ap.error(f"{floor_bin} is not an executable; run "
+                 "`cargo build --release -p loadgen --example write_floor` first")
     out = args.out or os.path.join("results", "targets", time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime()))
     os.makedirs(out, exist_ok=True)
 
@@ -157,6 +187,9 @@ def main():
             run = doc["runs"][0]
             same_round[name] = run
             wording, value, met = judge(name, run, same_round)
+            if args.floor and name in FLOOR:
+                p99, why = floor_p99(floor_bin, name, out, rnd)
+                value += f" (bare pair {p99:.1f} ms)" if why is None else f" ({why})"
             rows.setdefault(wording, []).append((rnd, value, met))
             r = cpu_ratio(run)
             if r is not None:
@@ -197,10 +230,13 @@ def main():
     lines = [
         "# The load targets, measured",
         "",
-        f"`python3 bench/targets.py --rounds {args.rounds}` at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`python3 bench/targets.py {' '.join(sys.argv[1:])}` at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"loadgen and lab of commit `{(commit or 'unknown')[:7]}`, {os.cpu_count()} cores, kernel {platform.release()}; "
         f"steal {min(steal, default=0):.1f}-{max(steal, default=0):.1f}% over the runs. "
-        "Every run's JSON is beside this file.",
+        "Every run's JSON is beside this file."
+        + (" \"Bare pair\": the p99 of bench/write_floor.rs (a writer and a reader with nothing "
+           "else, one message per socket per write) at the same load, run right after the target."
+           if args.floor else ""),
         "",
         "| target | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1)) + " | met in |",
         "| --- | " + " | ".join("---" for _ in range(args.rounds)) + " | --- |",
