@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use loadgen::machine::{CpuTime, cpu_time, process_usage};
 
 #[derive(Parser)]
 struct Args {
@@ -57,34 +58,9 @@ fn secs(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
-/// CPU seconds, user and system.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    user: f64,
-    system: f64,
-}
-
-fn own_cpu() -> Cpu {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let s = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    Cpu {
-        user: s(ru.ru_utime),
-        system: s(ru.ru_stime),
-    }
-}
-
-fn process_cpu(pid: u32) -> Option<Cpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split(' ').skip(11);
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let user = f.next()?.parse::<f64>().ok()? / tick;
-    let system = f.next()?.parse::<f64>().ok()? / tick;
-    Some(Cpu { user, system })
+/// The server's CPU so far, from /proc.
+fn process_cpu(pid: u32) -> Option<CpuTime> {
+    process_usage(pid).map(|(cpu, _rss)| cpu)
 }
 
 fn now_us() -> u64 {
@@ -383,7 +359,7 @@ fn main() -> Result<(), String> {
     let mut mark = |t: &Tally| {
         if at_start.is_none() && Instant::now() >= window {
             at_start = Some((
-                own_cpu(),
+                cpu_time(),
                 server.and_then(process_cpu),
                 t.deliveries,
                 t.reads,
@@ -393,18 +369,14 @@ fn main() -> Result<(), String> {
     };
     run(&mut subs, &mut tally, window + args.duration, &mut mark)?;
     let (cpu0, srv0, d0, r0, w0) = at_start.ok_or("the run ended before its window")?;
-    let cpu1 = own_cpu();
+    let cpu1 = cpu_time();
     let d = (tally.deliveries - d0) as f64;
     if d == 0.0 {
         return Err("nothing was delivered in the window".into());
     }
     let per = |s: f64| s / d * 1e6;
     let server = match (srv0, server.and_then(process_cpu)) {
-        (Some(a), Some(b)) => format!(
-            "{:.3},{:.3}",
-            per(b.user + b.system - a.user - a.system),
-            per(b.system - a.system)
-        ),
+        (Some(a), Some(b)) => format!("{:.3},{:.3}", per((b - a).total()), per((b - a).system)),
         _ => ",".into(),
     };
     println!(
@@ -416,8 +388,8 @@ fn main() -> Result<(), String> {
         if args.uring { "io_uring" } else { "epoll" },
         tally.reads - r0,
         tally.waits - w0,
-        per(cpu1.user + cpu1.system - cpu0.user - cpu0.system),
-        per(cpu1.system - cpu0.system),
+        per((cpu1 - cpu0).total()),
+        per((cpu1 - cpu0).system),
     );
     Ok(())
 }

@@ -46,35 +46,28 @@ def floor(users, rate, out_dir, tag, long_poll):
         "writer_us": r["writer_us_per_message"],
         "reader_us": r["reader"]["us_per_message"],
         "complete": r["reader"]["messages"] == r["messages_per_s"] * 8 and r["writes_not_taken"] == 0,
-        "steal_pct": r["steal_pct"],
+        "steal_pct": r["steal_pct"] or 0.0,
     }
-
-
-def steal():
-    with open("/proc/stat") as f:
-        cpu = [int(x) for x in f.readline().split()[1:9]]
-    return cpu[7], sum(cpu)
 
 
 def lab(users, rate, out_dir, tag, long_poll):
     path = os.path.join(out_dir, f"loadgen-{tag}.json")
-    s0 = steal()
     mode = "long-poll" if long_poll else "ws"
     subprocess.run([os.path.join(REL, "loadgen"), "--mode", mode, "--users", str(users),
                     "--senders", "100", "--rate", str(rate), "--duration", "8s", "--warmup", "2s",
                     "--quiet", "--json", path], check=True, stdout=subprocess.DEVNULL,
                    timeout=180 + users / 50)
-    s1 = steal()
     run = json.load(open(path))["runs"][0]
-    n = run["deliveries"]["received"]
+    d = run["deliveries"]
+    n = d["received"]
     return {
         "who": "lab + loadgen",
         "p50_ms": run["latency_us"]["p50"] / 1000,
         "p99_ms": run["latency_us"]["p99"] / 1000,
         "writer_us": run["server"]["cpu_seconds"] / n * 1e6,
         "reader_us": run["loadgen"]["cpu_seconds"] / n * 1e6,
-        "complete": run["deliveries"]["lost"] == 0 and run["deliveries"]["duplicated"] == 0,
-        "steal_pct": (s1[0] - s0[0]) * 100 / max(1, s1[1] - s0[1]),
+        "complete": d["lost"] == 0 and d["duplicated"] == 0 and n == d["expected"],
+        "steal_pct": run["machine_cpu"].get("steal_pct") or 0.0,
     }
 
 

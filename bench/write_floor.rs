@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use loadgen::cpus;
+use loadgen::machine::{CpuTime, CpuTimes, MachineCpu, cpu_time};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -108,44 +110,9 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// User and system CPU seconds of this process.
-fn own_cpu() -> (f64, f64) {
-    // SAFETY: getrusage writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let s = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    (s(ru.ru_utime), s(ru.ru_stime))
-}
-
-/// The machine's steal and total jiffies so far (`/proc/stat`), for the share of
-/// the window the hypervisor gave to others.
-fn steal() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    (cpu.get(7).copied().unwrap_or(0), cpu.iter().take(8).sum())
-}
-
+/// Binds this (single-threaded) process to `cpu`.
 fn pin(cpu: usize) -> Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity only
-    // touch the set they are given.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
-            return Err(format!(
-                "binding to core {cpu}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
+    cpus::set_thread(0, &cpus::set_of(&[cpu])).map_err(|e| format!("binding to core {cpu}: {e}"))
 }
 
 /// An `epoll` set watching `socks` for reading (level-triggered), each by its index.
@@ -212,7 +179,6 @@ struct Held {
     waiting: bool,
     queued: Vec<(u64, u8)>,
     partial: usize,
-    stopped: bool,
 }
 
 /// Appends an answer of `messages` (due time and flag each) to `out`.
@@ -223,6 +189,85 @@ fn answer(out: &mut Vec<u8>, messages: &[(u64, u8)], size: usize) {
         out.resize(at + size, b'x');
         out[at..at + FLAG].copy_from_slice(&due.to_le_bytes());
         out[at + FLAG] = flag;
+    }
+}
+
+/// The writing process's sockets and what it has counted.
+struct Writer {
+    socks: Vec<TcpStream>,
+    held: Vec<Held>,
+    ep: OwnedFd,
+    events: Vec<libc::epoll_event>,
+    inbox: Vec<u8>,
+    out: Vec<u8>,
+    /// Bytes of one message.
+    size: usize,
+    long_poll: bool,
+    /// Sockets that have not been written the last message yet.
+    unfinished: usize,
+    requests: u64,
+    answers: u64,
+    /// Writes the kernel did not take whole.
+    blocked: u64,
+}
+
+impl Writer {
+    /// Writes `out` to socket `i`; the last message finishes the socket.
+    fn send(&mut self, i: usize, last: bool) {
+        self.blocked += u64::from(!write_all(&self.socks[i], &self.out));
+        self.answers += 1;
+        self.unfinished -= usize::from(last);
+    }
+
+    /// One message, due at `due`, to every socket: written at once to a stream or a
+    /// held request, queued for a socket that has not asked again yet.
+    fn publish(&mut self, due: u64, flag: u8) {
+        self.out.clear();
+        if self.long_poll {
+            answer(&mut self.out, &[(due, flag)], self.size);
+        } else {
+            self.out.extend_from_slice(&due.to_le_bytes());
+            self.out.push(flag);
+            self.out.resize(self.size, b'x');
+        }
+        for i in 0..self.socks.len() {
+            if !self.long_poll || self.held[i].waiting {
+                self.held[i].waiting = false;
+                self.send(i, flag == STOP);
+            } else {
+                self.held[i].queued.push((due, flag));
+            }
+        }
+    }
+
+    /// Reads the requests that have come, waiting for the first at most `timeout_ms`:
+    /// each is held, or answered at once with what came since the socket's last
+    /// answer. How many sockets had something to read.
+    fn serve(&mut self, timeout_ms: i32) -> Result<usize, String> {
+        let n = wait(&self.ep, &mut self.events, timeout_ms)?;
+        for e in 0..n {
+            let i = self.events[e].u64 as usize;
+            let got = match (&self.socks[i]).read(&mut self.inbox) {
+                Ok(0) => return Err("the reader closed a socket early".into()),
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            self.held[i].partial += got;
+            while self.held[i].partial >= REQUEST {
+                self.held[i].partial -= REQUEST;
+                self.requests += 1;
+                let queued = std::mem::take(&mut self.held[i].queued);
+                if queued.is_empty() {
+                    self.held[i].waiting = true;
+                    continue;
+                }
+                self.out.clear();
+                answer(&mut self.out, &queued, self.size);
+                self.send(i, queued.iter().any(|&(_, flag)| flag == STOP));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -251,136 +296,69 @@ fn write(args: &Args) -> Result<(), String> {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         socks.push(s);
     }
-    let ep = epoll_of(socks.iter().map(|s| s.as_raw_fd()))?;
-    let mut held: Vec<Held> = (0..socks.len()).map(|_| Held::default()).collect();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut inbox = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
+    let mut w = Writer {
+        ep: epoll_of(socks.iter().map(|s| s.as_raw_fd()))?,
+        held: (0..socks.len()).map(|_| Held::default()).collect(),
+        unfinished: socks.len(),
+        socks,
+        events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+        inbox: vec![0u8; 64 * 1024],
+        out: Vec::new(),
+        size,
+        long_poll: args.long_poll,
+        requests: 0,
+        answers: 0,
+        blocked: 0,
+    };
 
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let passes = ((args.warmup + args.duration).as_secs_f64() * args.rate).ceil() as u64;
     let counted_from = (args.warmup.as_secs_f64() * args.rate).ceil() as u64;
     let mut pass_ms = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let (mut blocked, mut answers, mut requests) = (0u64, 0u64, 0u64);
-    let (mut answers_at_start, mut answers_at_end) = (0, 0);
     let start = now_ns() + 200_000_000;
-    let mut cpu0 = own_cpu();
-    let mut cpu1 = cpu0;
-    let mut steal0 = steal();
-    let mut steal1 = steal0;
-    let mut k = 0;
-    let mut stops_left = socks.len();
-    // Passes, then (for a long poll) until every socket has had its last message.
-    while k <= passes || stops_left > 0 {
+    // CPU, the machine's counters and answers when the counted passes begin and end.
+    let mark = |w: &Writer| (cpu_time(), CpuTimes::read(), w.answers);
+    let (mut from, mut to) = (mark(&w), mark(&w));
+    // The passes, the last one the last message.
+    for k in 0..=passes {
         let due = start + k * period.as_nanos() as u64;
-        if k <= passes {
+        loop {
             let now = now_ns();
-            // Requests are served while the next message is not due; its last
-            // millisecond (under `epoll_wait`'s grain) is slept through.
+            // Requests are served while the message is not due; its last millisecond
+            // (under `epoll_wait`'s grain) is slept through.
             let ms = (due.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32;
             if args.long_poll && ms > 0 {
-                let n = wait(&ep, &mut events, ms)?;
-                for ev in &events[..n] {
-                    let i = ev.u64 as usize;
-                    let got = match (&socks[i]).read(&mut inbox) {
-                        Ok(0) => return Err("the reader closed a socket early".into()),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    let h = &mut held[i];
-                    h.partial += got;
-                    while h.partial >= REQUEST {
-                        h.partial -= REQUEST;
-                        requests += 1;
-                        if h.queued.is_empty() {
-                            h.waiting = true;
-                        } else {
-                            out.clear();
-                            answer(&mut out, &h.queued, size);
-                            blocked += u64::from(!write_all(&socks[i], &out));
-                            answers += 1;
-                            if h.queued.iter().any(|&(_, f)| f == STOP) {
-                                h.stopped = true;
-                                stops_left -= 1;
-                            }
-                            h.queued.clear();
-                        }
-                    }
-                }
-                continue;
+                w.serve(ms)?;
+            } else {
+                std::thread::sleep(Duration::from_nanos(due.saturating_sub(now)));
+                break;
             }
-            if due > now {
-                std::thread::sleep(Duration::from_nanos(due - now));
-            }
-        } else if args.long_poll {
-            // Every message is out; what is left is answering the requests that ask
-            // for the last one.
-            let n = wait(&ep, &mut events, 10_000)?;
-            if n == 0 {
-                return Err(format!(
-                    "no request for 10 s with {stops_left} sockets unfinished"
-                ));
-            }
-            for ev in &events[..n] {
-                let i = ev.u64 as usize;
-                let got = (&socks[i]).read(&mut inbox).unwrap_or(0);
-                let h = &mut held[i];
-                h.partial += got;
-                if h.partial >= REQUEST && !h.stopped && !h.queued.is_empty() {
-                    h.partial = 0;
-                    out.clear();
-                    answer(&mut out, &h.queued, size);
-                    blocked += u64::from(!write_all(&socks[i], &out));
-                    h.queued.clear();
-                    h.stopped = true;
-                    stops_left -= 1;
-                }
-            }
-            continue;
         }
         if k == counted_from {
-            cpu0 = own_cpu();
-            steal0 = steal();
-            answers_at_start = answers;
+            from = mark(&w);
         }
         if k == passes {
-            cpu1 = own_cpu();
-            steal1 = steal();
-            answers_at_end = answers;
+            to = mark(&w);
         }
         let flag = match k {
             k if k == passes => STOP,
             k if k >= counted_from => COUNTED,
             _ => WARMUP,
         };
-        out.clear();
-        if args.long_poll {
-            answer(&mut out, &[(due, flag)], size);
-        } else {
-            out.extend_from_slice(&due.to_le_bytes());
-            out.push(flag);
-            out.resize(size, b'x');
-        }
-        for (s, h) in socks.iter().zip(&mut held) {
-            if !args.long_poll || h.waiting {
-                blocked += u64::from(!write_all(s, &out));
-                h.waiting = false;
-                answers += 1;
-                if flag == STOP {
-                    h.stopped = true;
-                    stops_left -= 1;
-                }
-            } else {
-                h.queued.push((due, flag));
-            }
-        }
+        w.publish(due, flag);
         if (counted_from..passes).contains(&k) {
             pass_ms.saturating_record(((now_ns() - due) / 1000).max(1));
         }
-        k += 1;
     }
-    let answers = answers_at_end - answers_at_start;
+    // What is left of a long poll: the requests that ask for the last message.
+    while w.unfinished > 0 {
+        if w.serve(10_000)? == 0 {
+            return Err(format!(
+                "no request for 10 s with {} sockets unfinished",
+                w.unfinished
+            ));
+        }
+    }
 
     let mut line = String::new();
     BufReader::new(reader.stdout.take().expect("piped"))
@@ -391,20 +369,22 @@ fn write(args: &Args) -> Result<(), String> {
         serde_json::from_str(&line).map_err(|e| format!("the reader's report {line:?}: {e}"))?;
 
     let messages = (passes - counted_from) as f64 * args.users as f64;
+    let cpu = to.0 - from.0;
     let us = |a: f64| a / messages * 1e6;
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let answers = (to.2 - from.2) as f64;
     let report = json!({
         "users": args.users,
         "rate": args.rate,
         "long_poll": args.long_poll,
         "message_bytes": size,
         "messages_per_s": args.users as f64 * args.rate,
-        "writer_us_per_message": us(cpu1.0 - cpu0.0 + cpu1.1 - cpu0.1),
-        "writer_sys_us_per_message": us(cpu1.1 - cpu0.1),
-        "answers_per_message": if args.long_poll { answers as f64 / messages } else { 1.0 },
-        "requests": requests,
-        "writes_not_taken": blocked,
-        "steal_pct": (steal1.0 - steal0.0) as f64 * 100.0 / (steal1.1 - steal0.1).max(1) as f64,
+        "writer_us_per_message": us(cpu.total()),
+        "writer_sys_us_per_message": us(cpu.system),
+        "answers_per_message": answers / messages,
+        "requests": w.requests,
+        "writes_not_taken": w.blocked,
+        "steal_pct": MachineCpu::between(from.1, to.1).steal_pct,
         "pass_end_ms": {"p50": q(&pass_ms, 0.5), "p99": q(&pass_ms, 0.99), "max": pass_ms.max() as f64 / 1000.0},
         "reader": read,
     });
@@ -417,8 +397,8 @@ fn write(args: &Args) -> Result<(), String> {
         args.rate,
         if args.long_poll { " (long poll)" } else { "" },
         size,
-        report["writer_us_per_message"].as_f64().unwrap_or(0.0),
-        report["writer_sys_us_per_message"].as_f64().unwrap_or(0.0),
+        us(cpu.total()),
+        us(cpu.system),
         q(&pass_ms, 0.5),
         pass_ms.max() as f64 / 1000.0,
         read["us_per_message"].as_f64().unwrap_or(0.0),
@@ -428,7 +408,7 @@ fn write(args: &Args) -> Result<(), String> {
         read["latency_ms"]["max"].as_f64().unwrap_or(0.0),
         read["messages"],
         messages as u64,
-        blocked,
+        w.blocked,
         report["steal_pct"].as_f64().unwrap_or(0.0),
     );
     if let Some(path) = &args.json {
@@ -455,8 +435,8 @@ struct Tally {
     latency: Histogram<u64>,
     messages: u64,
     /// CPU when the first counted message came, and when the first last one did.
-    window: Option<(f64, f64)>,
-    window_end: Option<(f64, f64)>,
+    window: Option<CpuTime>,
+    window_end: Option<CpuTime>,
 }
 
 impl Tally {
@@ -465,14 +445,14 @@ impl Tally {
         let due = u64::from_le_bytes(m[..FLAG].try_into().expect("8 bytes"));
         match m[FLAG] {
             COUNTED => {
-                self.window.get_or_insert_with(own_cpu);
+                self.window.get_or_insert_with(cpu_time);
                 self.messages += 1;
                 self.latency
                     .saturating_record((now.saturating_sub(due) / 1000).max(1));
                 false
             }
             STOP => {
-                self.window_end.get_or_insert_with(own_cpu);
+                self.window_end.get_or_insert_with(cpu_time);
                 true
             }
             _ => false,
@@ -564,10 +544,7 @@ fn read(args: &Args, port: u16) -> Result<(), String> {
             }
         }
     }
-    let (start, end) = (
-        tally.window.unwrap_or_default(),
-        tally.window_end.unwrap_or_default(),
-    );
+    let cpu = tally.window_end.unwrap_or_default() - tally.window.unwrap_or_default();
     let messages = tally.messages;
     let per = |a: f64| {
         if messages == 0 {
@@ -581,8 +558,8 @@ fn read(args: &Args, port: u16) -> Result<(), String> {
         "messages": messages,
         "reads": reads,
         "epoll_waits": waits,
-        "us_per_message": per(end.0 - start.0 + end.1 - start.1),
-        "sys_us_per_message": per(end.1 - start.1),
+        "us_per_message": per(cpu.total()),
+        "sys_us_per_message": per(cpu.system),
         "latency_ms": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": tally.latency.max() as f64 / 1000.0},
     });
     let mut out = std::io::stdout().lock();

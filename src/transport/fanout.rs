@@ -341,7 +341,8 @@ impl<E: Encoding> Pass<'_, E> {
                 messages += m;
                 bytes += carried;
             }
-            (at, left) = ((at + 1) % n, left - 1);
+            at = if at + 1 == n { 0 } else { at + 1 };
+            left -= 1;
             self.turn += 1;
             if self.turn % TURN != 0 {
                 continue;
@@ -530,6 +531,14 @@ mod tests {
             sessions.into_iter().unzip()
         }
 
+        /// Publishes a message and waits until `first`, the first socket of the pass
+        /// that writes it, has it: the pass is under way, yielding before the rest.
+        async fn pass_under_way(&self, first: &tokio::net::TcpStream) -> Arc<Published> {
+            let one = self.publish("one");
+            first.readable().await.unwrap();
+            one
+        }
+
         fn publish(&self, text: &str) -> Arc<Published> {
             self.room.publish(&Draft {
                 user: "u".into(),
@@ -568,8 +577,7 @@ mod tests {
         let (mut clients, _sessions) = bench.sessions(3 * super::TURN).await;
         // The second message is published as soon as the first socket has the first:
         // while the pass that writes it yields.
-        let one = bench.publish("one");
-        clients[0].readable().await.unwrap();
+        let one = bench.pass_under_way(&clients[0]).await;
         let two = bench.publish("two");
         let frames = Frames::new(&[one.clone(), two]);
         let (both, _, _) = frames.from(one.id);
@@ -595,8 +603,7 @@ mod tests {
         // first message already had (as one that caught up on it itself), and a
         // second message is published. The pass must not take it in, or it would
         // pass the newcomer by: no third message comes to show the newcomer its gap.
-        let one = bench.publish("one");
-        clients[0].readable().await.unwrap();
+        let one = bench.pass_under_way(&clients[0]).await;
         let (mut newcomer, _joined) = bench.join().await;
         let two = bench.publish("two");
         let frames = Frames::new(&[one.clone(), two.clone()]);
@@ -619,8 +626,7 @@ mod tests {
         // While the pass of the first message yields: a session leaves and a second
         // message is published. The pass holds the leaver's outbox, and so its socket,
         // until it ends: it must not go on taking messages in.
-        let one = bench.publish("one");
-        clients[0].readable().await.unwrap();
+        let one = bench.pass_under_way(&clients[0]).await;
         drop(sessions.remove(1));
         let left = clients.remove(1);
         let two = bench.publish("two");
