@@ -1,6 +1,7 @@
 //! Long polling: `GET /rooms/{room}/long-poll?client=C&after=N&timeout_ms=T`, held
 //! until the client's queue has a message, the timeout passes, or the server stops.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,10 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::common::{self, RoomName, StrictQuery};
+use super::common::{self, QueryParams, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::room::Superseded;
 use crate::state::AppState;
@@ -46,12 +46,24 @@ fn only_get(why: &str) -> Response {
     refused
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Params {
     client: Option<String>,
     after: Option<u64>,
     limit: Option<usize>,
     timeout_ms: Option<u64>,
+}
+
+impl QueryParams for Params {
+    fn field(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
+        match name {
+            "client" => common::query_text(&mut self.client, name, value),
+            "after" => common::query_number(&mut self.after, name, &value),
+            "limit" => common::query_number(&mut self.limit, name, &value),
+            "timeout_ms" => common::query_number(&mut self.timeout_ms, name, &value),
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn long_poll(

@@ -1,14 +1,15 @@
 //! Short polling: `GET /rooms/{room}/messages?after=N&limit=L`, answered at once from
 //! the room's history.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use serde::Deserialize;
 
-use super::common::{self, RoomName, StrictQuery};
+use super::common::{self, QueryParams, RoomName, StrictQuery};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -18,10 +19,20 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/rooms/{room}/messages", get(poll))
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Params {
     after: Option<u64>,
     limit: Option<usize>,
+}
+
+impl QueryParams for Params {
+    fn field(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
+        match name {
+            "after" => common::query_number(&mut self.after, name, &value),
+            "limit" => common::query_number(&mut self.limit, name, &value),
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn poll(

@@ -10,6 +10,7 @@
 //! is a body of ready-made event bytes instead: all messages waiting for the reader
 //! are joined into one chunk, so a burst costs one write, not one per message.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,12 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::common::{self, RoomName, StrictQuery};
+use super::common::{self, QueryParams, RoomName, StrictQuery};
 use super::fanout::{Encoding, FanOut};
 use super::outbox::Outbox;
 use crate::error::ApiError;
@@ -48,9 +48,18 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/rooms/{room}/events", get(events))
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Params {
     after: Option<u64>,
+}
+
+impl QueryParams for Params {
+    fn field(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
+        match name {
+            "after" => common::query_number(&mut self.after, name, &value),
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn events(

@@ -103,6 +103,9 @@ async fn bad_paths_and_parameters() {
         ("/rooms/%ff/events", 400),
         ("/rooms/r/long-poll?client=%ff", 400),
         ("/rooms/r/ws?user=%ff", 400),
+        // One parameter given twice: which of the two was meant cannot be known.
+        ("/rooms/r/messages?after=1&after=2", 400),
+        ("/rooms/r/long-poll?client=c&client=d&timeout_ms=0", 400),
     ];
     for (path, status) in cases {
         let response = server.http.get(server.url(path)).send().await.unwrap();
@@ -112,6 +115,9 @@ async fn bad_paths_and_parameters() {
                 error.contains("UTF-8") || error.contains("room must"),
                 "{path}: {error}"
             );
+        }
+        if path.contains("&after=") || path.contains("&client=") {
+            assert!(error.contains("more than once"), "{path}: {error}");
         }
     }
     let response = server

@@ -9,6 +9,7 @@
 //! over and hyper's read buffer for the socket's life (3.7 KiB per idle socket, 3.1
 //! now).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
@@ -32,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use super::common::{self, RoomName, StrictQuery};
+use super::common::{self, QueryParams, RoomName, StrictQuery};
 use super::fanout::{FanOut, WsText};
 use super::outbox::{Outbox, SessionIo, tcp_info};
 use crate::error::ApiError;
@@ -63,10 +64,20 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/rooms/{room}/ws", get(upgrade))
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Params {
     user: Option<String>,
     after: Option<u64>,
+}
+
+impl QueryParams for Params {
+    fn field(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
+        match name {
+            "user" => common::query_text(&mut self.user, name, value),
+            "after" => common::query_number(&mut self.after, name, &value),
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn upgrade(
