@@ -24,12 +24,13 @@ use crate::http1::Timeouts;
 pub async fn accept(
     listener: TcpListener,
     app: Router,
+    direct: Vec<crate::http1::Direct>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     timeouts: Timeouts,
 ) {
     let timeouts = Arc::new(timeouts);
-    let service = crate::http1::Service::new(app);
+    let service = crate::http1::Service::new(app, direct);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -41,6 +41,7 @@ pub async fn run(
     crate::listener::accept(
         listener,
         router(state.clone()),
+        crate::transport::direct_routes(&state),
         shutdown.clone(),
         connections.clone(),
         state.config.timeouts(),

@@ -39,7 +39,7 @@ use crate::error::ApiError;
 use crate::time_limit::within;
 use response::Framing;
 
-pub use host::Service;
+pub use host::{Direct, DirectAnswer, Service};
 pub use rewind::{Rewind, read_first};
 
 /// The connection under a WebSocket that hyper upgraded, taken out of hyper's box and

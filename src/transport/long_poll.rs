@@ -2,17 +2,19 @@
 //! until the client's queue has a message, the timeout passes, or the server stops.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::time::Instant;
 
 use super::common::{self, QueryParams, RoomName, StrictQuery};
 use crate::error::ApiError;
+use crate::http1::{Direct, DirectAnswer};
 use crate::room::Superseded;
 use crate::state::AppState;
 
@@ -71,9 +73,41 @@ async fn long_poll(
     RoomName(room): RoomName,
     params: Result<StrictQuery<Params>, ApiError>,
 ) -> Result<Response, ApiError> {
+    answer(state, room, common::query(params)).await
+}
+
+/// The long poll as a direct route ([`Direct`]): `GET /rooms/{room}/long-poll`, read
+/// as the router would read it, without the router. Other methods on the path, and
+/// paths that are not one room segment, are the router's.
+pub fn direct(state: AppState) -> Direct {
+    Arc::new(move |method, uri| {
+        if method != Method::GET {
+            return None;
+        }
+        let room = uri.path().strip_prefix("/rooms/")?.strip_suffix("/long-poll")?;
+        if room.is_empty() || room.contains('/') {
+            return None;
+        }
+        let state = state.clone();
+        let answered: DirectAnswer = match common::room_segment(room) {
+            Ok(room) => {
+                let params = common::read_query(uri.query().unwrap_or_default());
+                Box::pin(async move { answer(state, room, params).await.into_response() })
+            }
+            Err(refused) => Box::pin(std::future::ready(refused.into_response())),
+        };
+        Some(answered)
+    })
+}
+
+async fn answer(
+    state: AppState,
+    room: String,
+    params: Result<Params, ApiError>,
+) -> Result<Response, ApiError> {
     let metrics = state.metrics.transport(NAME);
     metrics.requests.inc();
-    let params = common::query(params)?;
+    let params = params?;
     let client = params
         .client
         .ok_or_else(|| ApiError::bad_request("client is required"))?;
@@ -98,10 +132,10 @@ async fn long_poll(
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
 
     // A held poll is answered, empty, when the server stops or the client shuts its
-    // sending side. The wait is boxed on its own: inside the handler's future it made
-    // the box axum puts that future in 1.2 KiB, past the largest size glibc serves
-    // from its per-thread cache, and such an allocation first consolidates glibc's
-    // free lists. Two boxes of about 600 bytes each cost less than that one.
+    // sending side. The wait is boxed on its own: inside the answer's future it made
+    // the box that future is put in 1.2 KiB, past the largest size glibc serves from
+    // its per-thread cache, and such an allocation first consolidates glibc's free
+    // lists. Two boxes of about 600 bytes each cost less than that one.
     let (batch, last_id) = Box::pin(queue.poll(
         params.after,
         limit,

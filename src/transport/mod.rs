@@ -6,6 +6,7 @@
 
 use axum::Router;
 
+use crate::http1::Direct;
 use crate::state::AppState;
 
 pub mod common;
@@ -31,4 +32,10 @@ transports! {
     long_poll,
     sse,
     ws,
+}
+
+/// The routes answered before the router ([`Direct`]): the long poll, which is most of
+/// the requests at any load it is measured under.
+pub fn direct_routes(state: &AppState) -> Vec<Direct> {
+    vec![long_poll::direct(state.clone())]
 }

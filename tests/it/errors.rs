@@ -102,6 +102,11 @@ async fn bad_paths_and_parameters() {
         ("/rooms/%ff/messages", 400),
         ("/rooms/%ff/events", 400),
         ("/rooms/r/long-poll?client=%ff", 400),
+        // The long poll is answered before the router: its path is read the same way.
+        ("/rooms/%ff/long-poll?client=c&timeout_ms=0", 400),
+        ("/rooms/a%2Fb/long-poll?client=c&timeout_ms=0", 400),
+        ("/rooms/r/long-poll/?client=c&timeout_ms=0", 404),
+        ("/rooms/r/x/long-poll?client=c&timeout_ms=0", 404),
         ("/rooms/r/ws?user=%ff", 400),
         // One parameter given twice: which of the two was meant cannot be known.
         ("/rooms/r/messages?after=1&after=2", 400),
