@@ -91,6 +91,14 @@ pub struct Config {
     #[arg(long, env = "LAB_THREADS", default_value_t = 1, value_parser = at_least_one::<usize>())]
     pub threads: usize,
 
+    /// Tasks the runtime runs before it looks for new socket events and timers, when
+    /// tasks are ready all along. A message wakes every held long poll at once; the
+    /// answers go out before the requests that come back meanwhile are read, rather
+    /// than one in every 61 (tokio's default), so the last answer of a pass is not
+    /// held up by the next round of requests.
+    #[arg(long, env = "LAB_EVENT_INTERVAL", default_value_t = 1000, value_parser = at_least_one::<u32>())]
+    pub event_interval: u32,
+
     /// Where the load generator writes its runs; the page shows the newest.
     #[arg(long, env = "LAB_RESULTS_DIR", default_value = "results/runs")]
     pub results_dir: PathBuf,

@@ -12,7 +12,7 @@ pub fn serve_until_signal(config: Config) -> std::io::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
-    runtime(config.threads)?.block_on(async move {
+    runtime(config.threads, config.event_interval)?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| {
@@ -29,8 +29,9 @@ pub fn serve_until_signal(config: Config) -> std::io::Result<()> {
 }
 
 /// `threads <= 1` is a current-thread runtime: on a small machine shared with a load
-/// generator it spends no CPU on cross-thread wake-ups.
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+/// generator it spends no CPU on cross-thread wake-ups. `event_interval`: see
+/// [`crate::Config::event_interval`].
+pub fn runtime(threads: usize, event_interval: u32) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -38,6 +39,7 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         builder.worker_threads(threads);
         builder
     }
+    .event_interval(event_interval)
     .enable_all()
     .build()
 }

@@ -69,6 +69,8 @@ fn every_limit_is_a_flag() {
         "22",
         "--max-history-bytes",
         "23",
+        "--event-interval",
+        "24",
     ])
     .unwrap();
     assert_eq!(config.addr.port(), 9999);
@@ -86,6 +88,7 @@ fn every_limit_is_a_flag() {
     assert_eq!(config.idle_timeout_ms, 21);
     assert_eq!(config.max_results_bytes, 22);
     assert_eq!(config.max_history_bytes, 23);
+    assert_eq!(config.event_interval, 24);
     // A zero would be a server that refuses everything, spins or panics, not "off".
     for flag in [
         "--max-message-bytes",
@@ -103,6 +106,7 @@ fn every_limit_is_a_flag() {
         "--max-results-bytes",
         "--max-history-bytes",
         "--threads",
+        "--event-interval",
     ] {
         let zero = Config::try_parse_from(["lab", flag, "0"]);
         assert!(zero.is_err(), "{flag} 0 was taken");
