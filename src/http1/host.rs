@@ -24,12 +24,12 @@ use crate::error::ApiError;
 /// The answer of a direct route.
 pub type DirectAnswer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-/// A route answered without the router, for the request that is most of a load: a
-/// long poll costs this server about as much in its own code as in the kernel, and
-/// the router's way to a handler (matching, path parameters, the layers around the
-/// handler's future) was a tenth of that. It takes a request by its method and URI
-/// alone, or leaves it (`None`) to the router, which serves every other request and
-/// every other method on the same path.
+/// A route answered without the router, for the request that is most of a load: the
+/// router's way to a handler (matching, path parameters, the layers and boxes around
+/// the handler's future) was about 8% of the server's CPU under long polls at 1,000
+/// users x 50 msg/s. It takes a request by its method and URI alone, or leaves it
+/// (`None`) to the router, which serves every other request and every other method on
+/// the same path.
 pub type Direct = Arc<dyn Fn(&Method, &Uri) -> Option<DirectAnswer> + Send + Sync>;
 
 /// The router and the direct routes, as hyper and the lean loop both call them.

@@ -524,8 +524,9 @@ pub fn sending_shut() -> impl Future<Output = ()> {
 /// and are then copied into the buffer, which grows by what arrived: a connection that
 /// waits holds no buffer, and a request of a few hundred bytes costs an allocation
 /// glibc serves from its per-thread cache. Reserving the whole chunk in the buffer
-/// instead asked malloc for 2 KiB per request, a size that made glibc consolidate its
-/// free lists each time (5-6% of a long-poll server's CPU). The read goes through
+/// instead asked malloc for 2 KiB per request, a size before which glibc consolidates
+/// its free lists (with one other such allocation a poll, 3% of a long-poll server's
+/// CPU). The read goes through
 /// tokio's `AsyncRead`, which takes a short read to mean the socket is drained: the
 /// next wait then really waits instead of costing a `recv` that finds nothing.
 async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {

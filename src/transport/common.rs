@@ -95,12 +95,13 @@ pub fn room_segment(raw: &str) -> Result<String, ApiError> {
 }
 
 /// A query string read strictly: `name=value` pairs split on `&`, with `+` and
-/// percent escapes decoded as HTML forms send them (a name alone has the value ""). Percent escapes that are not UTF-8
-/// are a 400 (a lossy decoding would make `client=%ff` and `client=%fe` one client), as
-/// are a value that does not parse and a name given twice; names a transport does not
-/// know are ignored. Read by hand rather than through serde: every poll and long poll
-/// pays for it, and serde's walk over the pairs cost a long poll 5-7% of the server's
-/// CPU (form_urlencoded's, which checks each part's UTF-8 again, 2-4%).
+/// percent escapes decoded as HTML forms send them (a name alone has the value "").
+/// Percent escapes that are not UTF-8 are a 400 (a lossy decoding would make
+/// `client=%ff` and `client=%fe` one client), as are a value that does not parse and a
+/// name given twice; names a transport does not know are ignored. Read by hand rather
+/// than through serde: every poll and long poll pays for it, and serde's walk over the
+/// pairs cost a long poll 5-7% of the server's CPU (form_urlencoded's, which checks
+/// each part's UTF-8 again, 2-4%).
 pub struct StrictQuery<T>(pub T);
 
 /// A transport's query parameters, filled one pair at a time.
