@@ -226,3 +226,73 @@ async fn a_second_poller_under_the_same_client_name_ends_the_first_with_a_confli
     assert_eq!(ids(&second.await.unwrap()["messages"]), vec![id]);
     server.stop().await;
 }
+
+/// The long poll is answered before the router (`http1::Direct`), but the router keeps
+/// its route: `lab::router` alone, served here by axum's own server, answers a long
+/// poll as the lab does, in its messages and in its refusals.
+#[tokio::test]
+async fn the_router_alone_answers_long_polls_as_the_lab_does() {
+    let lab = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router_addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let state = lab::state::Shared::new(config(), shutdown.clone());
+    let stop = shutdown.clone();
+    let router_only = tokio::spawn(async move {
+        axum::serve(listener, lab::router(state))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for base in [
+        format!("http://{}", lab.addr),
+        format!("http://{router_addr}"),
+    ] {
+        let post = |text: &'static str| {
+            http.post(format!("{base}/rooms/r/messages"))
+                .json(&serde_json::json!({"user": "u", "text": text}))
+                .send()
+        };
+        let get = |path: &'static str| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let response = http.get(url).send().await.unwrap();
+                let status = response.status().as_u16();
+                let mut body: serde_json::Value = response.json().await.unwrap();
+                // The times differ from one server to the other; the rest may not.
+                for message in body["messages"].as_array_mut().into_iter().flatten() {
+                    message.as_object_mut().unwrap().remove("server_ts");
+                }
+                (status, body)
+            }
+        };
+        assert_eq!(post("first").await.unwrap().status(), 201);
+        let mut these = vec![get("/rooms/r/long-poll?client=c&after=0&timeout_ms=0").await];
+        let held = tokio::spawn(get("/rooms/r/long-poll?client=c&timeout_ms=5000"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!held.is_finished(), "{base}: the poll was not held");
+        assert_eq!(post("second").await.unwrap().status(), 201);
+        these.push(held.await.unwrap());
+        for refused in [
+            "/rooms/%ff/long-poll?client=c",
+            "/rooms/r/long-poll?timeout_ms=0",
+            "/rooms/r/long-poll?client=c&client=d",
+            "/rooms/r/long-poll?client=c&timeout_ms=60001",
+            "/rooms/r/long-poll?client=c&after=x",
+        ] {
+            these.push(get(refused).await);
+        }
+        answers.push(these);
+    }
+    let [direct, routed] = <[_; 2]>::try_from(answers).unwrap();
+    assert_eq!(direct[0].0, 200);
+    assert_eq!(ids(&direct[0].1["messages"]), vec![1]);
+    assert_eq!(ids(&direct[1].1["messages"]), vec![2]);
+    assert!(direct[2..].iter().all(|(status, _)| *status == 400));
+    assert_eq!(direct, routed);
+    shutdown.cancel();
+    router_only.await.unwrap().unwrap();
+    lab.stop().await;
+}
