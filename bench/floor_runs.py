@@ -1,5 +1,6 @@
-"""What bench/reader_floor.py and bench/write_floor.py share: reading `--loads` and
-writing a run's table and rows."""
+"""What bench/reader_floor.py, bench/write_floor.py and bench/targets.py share: reading
+`--loads`, the command line of a bench/write_floor.rs run, and writing a run's table
+and rows."""
 
 import json
 import os
@@ -22,6 +23,18 @@ def loads(spec, most_users=None):
                      "a process here may hold")
         out.append((load, users, rate))
     return out
+
+
+# The window of every bench/write_floor.rs run, as the loadgen runs beside it count theirs.
+FLOOR_WARMUP_S = 2
+FLOOR_DURATION_S = 8
+
+
+def write_floor_command(binary, users, rate, long_poll, json_path):
+    """bench/write_floor.rs at `users` x `rate`, its figures written to `json_path`."""
+    return ([binary, "--users", str(users), "--rate", str(rate), "--warmup", str(FLOOR_WARMUP_S),
+             "--duration", str(FLOOR_DURATION_S), "--json", json_path]
+            + (["--long-poll"] if long_poll else []))
 
 
 def write_summary(out_dir, script, head, rows, table):

@@ -27,7 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use loadgen::cli::parse_duration;
 use loadgen::machine::{CpuTime, cpu_time, process_usage};
+
+#[path = "floor_epoll.rs"]
+mod floor_epoll;
+use floor_epoll::{epoll_of, wait};
 
 #[derive(Parser)]
 struct Args {
@@ -39,10 +44,10 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     users: usize,
     /// Reading before the window starts.
-    #[arg(long, default_value = "4", value_parser = secs)]
+    #[arg(long, default_value = "4", value_parser = parse_duration)]
     warmup: Duration,
     /// The measured window.
-    #[arg(long, default_value = "8", value_parser = secs)]
+    #[arg(long, default_value = "8", value_parser = parse_duration)]
     duration: Duration,
     /// The lab's pid, for its CPU over the same window.
     #[arg(long)]
@@ -50,12 +55,6 @@ struct Args {
     /// Read with io_uring instead of epoll (built with `--features uring`).
     #[arg(long)]
     uring: bool,
-}
-
-fn secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|e| e.to_string())
 }
 
 /// The server's CPU so far, from /proc.
@@ -193,29 +192,16 @@ fn epoll_loop(
     end: Instant,
     mark: &mut dyn FnMut(&Tally),
 ) -> Result<(), String> {
-    // SAFETY: plain epoll calls on descriptors this function keeps open.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    for (i, s) in subs.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: i as u64,
-        };
-        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.stream.as_raw_fd(), &mut ev) } < 0 {
-            return Err(format!(
-                "watching subscriber {i}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    let ep = epoll_of(
+        subs.iter().map(|s| s.stream.as_raw_fd()),
+        libc::EPOLLIN | libc::EPOLLET,
+    )?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     while Instant::now() < end {
         mark(tally);
-        let k = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 1024, 100) };
+        let k = wait(&ep, &mut events, 100)?;
         tally.waits += 1;
-        for e in &events[..k.max(0) as usize] {
+        for e in &events[..k] {
             let i = e.u64 as usize;
             let s = &mut subs[i];
             // Edge-triggered: read until a read comes back short.
@@ -244,7 +230,6 @@ fn epoll_loop(
             }
         }
     }
-    unsafe { libc::close(ep) };
     Ok(())
 }
 

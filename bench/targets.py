@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+import floor_runs
+
 # name, loadgen arguments (besides --quiet --json), what is judged
 COMMON = ["--senders", "100", "--duration", "8s", "--warmup", "2s"]
 RUNS = [
@@ -130,9 +132,7 @@ def floor_p99(binary, name, out, rnd):
     """The bare pair's p99 (ms) at `name`'s load, or the reason it has none."""
     users, rate, long_poll = FLOOR[name]
     path = os.path.join(out, f"round{rnd}-{name}-floor.json")
-    cmd = [binary, "--users", str(users), "--rate", str(rate), "--warmup", "2", "--duration", "8",
-           "--json", path] + (["--long-poll"] if long_poll else [])
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(floor_runs.write_floor_command(binary, users, rate, long_poll, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         return None, f"the floor failed: {done.stderr.strip()[-120:]}"
     return json.load(open(path))["reader"]["latency_ms"]["p99"], None

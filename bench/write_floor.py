@@ -34,9 +34,8 @@ REL = os.path.join(ROOT, "target", "release")
 
 def floor(users, rate, out_dir, tag, long_poll):
     path = os.path.join(out_dir, f"floor-{tag}.json")
-    subprocess.run([os.path.join(REL, "examples", "write_floor"), "--users", str(users),
-                    "--rate", str(rate), "--warmup", "2", "--duration", "8", "--json", path]
-                   + (["--long-poll"] if long_poll else []),
+    subprocess.run(floor_runs.write_floor_command(os.path.join(REL, "examples", "write_floor"),
+                                                  users, rate, long_poll, path),
                    check=True, stdout=subprocess.DEVNULL, timeout=120 + users / 100)
     r = json.load(open(path))
     return {
@@ -45,7 +44,8 @@ def floor(users, rate, out_dir, tag, long_poll):
         "p99_ms": r["reader"]["latency_ms"]["p99"],
         "writer_us": r["writer_us_per_message"],
         "reader_us": r["reader"]["us_per_message"],
-        "complete": r["reader"]["messages"] == r["messages_per_s"] * 8 and r["writes_not_taken"] == 0,
+        "complete": (r["reader"]["messages"] == r["messages_per_s"] * floor_runs.FLOOR_DURATION_S
+                     and r["writes_not_taken"] == 0),
         "steal_pct": r["steal_pct"] or 0.0,
     }
 
@@ -54,7 +54,8 @@ def lab(users, rate, out_dir, tag, long_poll):
     path = os.path.join(out_dir, f"loadgen-{tag}.json")
     mode = "long-poll" if long_poll else "ws"
     subprocess.run([os.path.join(REL, "loadgen"), "--mode", mode, "--users", str(users),
-                    "--senders", "100", "--rate", str(rate), "--duration", "8s", "--warmup", "2s",
+                    "--senders", "100", "--rate", str(rate), "--duration", f"{floor_runs.FLOOR_DURATION_S}s",
+                    "--warmup", f"{floor_runs.FLOOR_WARMUP_S}s",
                     "--quiet", "--json", path], check=True, stdout=subprocess.DEVNULL,
                    timeout=180 + users / 50)
     run = json.load(open(path))["runs"][0]

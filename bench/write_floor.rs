@@ -31,9 +31,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use loadgen::cli::parse_duration;
 use loadgen::cpus;
 use loadgen::machine::{CpuTime, CpuTimes, MachineCpu, cpu_time};
 use serde_json::json;
+
+#[path = "floor_epoll.rs"]
+mod floor_epoll;
+use floor_epoll::{epoll_of, wait};
 
 #[derive(Parser)]
 struct Args {
@@ -52,10 +57,10 @@ struct Args {
     #[arg(long)]
     long_poll: bool,
     /// Passes before the counted window, in seconds.
-    #[arg(long, default_value = "2", value_parser = secs)]
+    #[arg(long, default_value = "2", value_parser = parse_duration)]
     warmup: Duration,
     /// The counted window, in seconds.
-    #[arg(long, default_value = "8", value_parser = secs)]
+    #[arg(long, default_value = "8", value_parser = parse_duration)]
     duration: Duration,
     #[arg(long, default_value_t = 0)]
     writer_cpu: usize,
@@ -80,12 +85,6 @@ impl Args {
             (None, true) => 336 - COUNT,
         }
     }
-}
-
-fn secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|e| e.to_string())
 }
 
 /// Where a message's flag sits: after its due time.
@@ -113,51 +112,6 @@ fn now_ns() -> u64 {
 /// Binds this (single-threaded) process to `cpu`.
 fn pin(cpu: usize) -> Result<(), String> {
     cpus::set_thread(0, &cpus::set_of(&[cpu])).map_err(|e| format!("binding to core {cpu}: {e}"))
-}
-
-/// An `epoll` set watching `socks` for reading (level-triggered), each by its index.
-fn epoll_of(socks: impl Iterator<Item = i32>) -> Result<OwnedFd, String> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: epoll_create1 with no flags returns a new fd or -1.
-    let ep = unsafe { libc::epoll_create1(0) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: `ep` is a new fd that nothing else owns.
-    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-    for (i, fd) in socks.enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: `ev` outlives the call; both fds are open.
-        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
-    }
-    Ok(ep)
-}
-
-/// Ready sockets' indexes into `events`, waiting at most `timeout_ms` (-1: no limit).
-fn wait(ep: &OwnedFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize, String> {
-    // SAFETY: `events` has room for the count given.
-    let n = unsafe {
-        libc::epoll_wait(
-            ep.as_raw_fd(),
-            events.as_mut_ptr(),
-            events.len() as i32,
-            timeout_ms,
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e.to_string())
-        };
-    }
-    Ok(n as usize)
 }
 
 fn main() {
@@ -297,7 +251,7 @@ fn write(args: &Args) -> Result<(), String> {
         socks.push(s);
     }
     let mut w = Writer {
-        ep: epoll_of(socks.iter().map(|s| s.as_raw_fd()))?,
+        ep: epoll_of(socks.iter().map(|s| s.as_raw_fd()), libc::EPOLLIN)?,
         held: (0..socks.len()).map(|_| Held::default()).collect(),
         unfinished: socks.len(),
         socks,
@@ -481,7 +435,7 @@ fn read(args: &Args, port: u16) -> Result<(), String> {
             done: false,
         });
     }
-    let ep = epoll_of(conns.iter().map(|c| c.stream.as_raw_fd()))?;
+    let ep = epoll_of(conns.iter().map(|c| c.stream.as_raw_fd()), libc::EPOLLIN)?;
 
     let mut tally = Tally {
         latency: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds"),

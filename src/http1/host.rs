@@ -30,7 +30,7 @@ pub type DirectAnswer = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// users x 50 msg/s. It takes a request by its method and URI alone, or leaves it
 /// (`None`) to the router, which serves every other request and every other method on
 /// the same path.
-pub type Direct = Arc<dyn Fn(&Method, &Uri) -> Option<DirectAnswer> + Send + Sync>;
+pub type Direct = Box<dyn Fn(&Method, &Uri) -> Option<DirectAnswer> + Send + Sync>;
 
 /// The router and the direct routes, as hyper and the lean loop both call them.
 #[derive(Clone)]

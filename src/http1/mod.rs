@@ -521,20 +521,21 @@ pub fn sending_shut() -> impl Future<Output = ()> {
 }
 
 /// One read of what the kernel has. The bytes land in a scratch array on the stack
-/// and are then copied into the buffer, which grows by what arrived: a connection that
-/// waits holds no buffer, and a request of a few hundred bytes costs an allocation
-/// glibc serves from its per-thread cache. Reserving the whole chunk in the buffer
-/// instead asked malloc for 2 KiB per request, a size before which glibc consolidates
-/// its free lists (with one other such allocation a poll, 3% of a long-poll server's
-/// CPU). The read goes through
+/// (left uninitialized: the kernel writes what it reads) and are then copied into the
+/// buffer, which grows by what arrived: a connection that waits holds no buffer, and
+/// a request of a few hundred bytes costs an allocation glibc serves from its
+/// per-thread cache. Reserving the whole chunk in the buffer instead asked malloc for
+/// 2 KiB per request, a size before which glibc consolidates its free lists (with
+/// axum's box of the handler's future, then the other such allocation a poll, 3% of a
+/// long-poll server's CPU). The read goes through
 /// tokio's `AsyncRead`, which takes a short read to mean the socket is drained: the
 /// next wait then really waits instead of costing a `recv` that finds nothing.
 async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     stream.readable().await?;
     std::future::poll_fn(|cx| {
         // Lives only inside one poll, so it is no part of a waiting connection's state.
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut read = tokio::io::ReadBuf::new(&mut chunk);
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = tokio::io::ReadBuf::uninit(&mut chunk);
         std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
         buf.extend_from_slice(read.filled());
         Poll::Ready(Ok(read.filled().len()))

@@ -2,7 +2,6 @@
 //! until the client's queue has a message, the timeout passes, or the server stops.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -80,7 +79,7 @@ async fn long_poll(
 /// as the router would read it, without the router. Other methods on the path, and
 /// paths that are not one room segment, are the router's.
 pub fn direct(state: AppState) -> Direct {
-    Arc::new(move |method, uri| {
+    Box::new(move |method, uri| {
         if method != Method::GET {
             return None;
         }
@@ -132,18 +131,16 @@ async fn answer(
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
 
     // A held poll is answered, empty, when the server stops or the client shuts its
-    // sending side. The wait is boxed on its own: inside the answer's future it made
-    // the box that future is put in 1.2 KiB, past the largest size glibc serves from
-    // its per-thread cache, and such an allocation first consolidates glibc's free
-    // lists. Two boxes of about 600 bytes each cost less than that one.
-    let (batch, last_id) = Box::pin(queue.poll(
-        params.after,
-        limit,
-        deadline,
-        &state.shutdown,
-        crate::http1::sending_shut(),
-    ))
-    .await
+    // sending side.
+    let (batch, last_id) = queue
+        .poll(
+            params.after,
+            limit,
+            deadline,
+            &state.shutdown,
+            crate::http1::sending_shut(),
+        )
+        .await
         .map_err(|Superseded| {
             ApiError::Conflict(format!(
                 "a newer poll of client `{client}` took this one's place: \
