@@ -1,6 +1,6 @@
 """What bench/reader_floor.py, bench/write_floor.py and bench/targets.py share: reading
-`--loads`, the command line of a bench/write_floor.rs run, and writing a run's table
-and rows."""
+`--loads`, the command lines of bench/write_floor.rs and bench/poll_floor.rs runs, and
+writing a run's table and rows."""
 
 import json
 import os
@@ -35,6 +35,13 @@ def write_floor_command(binary, users, rate, long_poll, json_path):
     return ([binary, "--users", str(users), "--rate", str(rate), "--warmup", str(FLOOR_WARMUP_S),
              "--duration", str(FLOOR_DURATION_S), "--json", json_path]
             + (["--long-poll"] if long_poll else []))
+
+
+def poll_floor_command(binary, users, interval_s, json_path):
+    """bench/poll_floor.rs: `users` sockets each asking every `interval_s` seconds, its
+    figures written to `json_path`."""
+    return [binary, "--users", str(users), "--interval", f"{interval_s}s", "--warmup", str(FLOOR_WARMUP_S),
+            "--duration", str(FLOOR_DURATION_S), "--json", json_path]
 
 
 def write_summary(out_dir, script, head, rows, table):

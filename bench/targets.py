@@ -16,7 +16,9 @@ Writes every run's JSON and `summary.md` (the table printed at the end) under
 `--out` (default `results/targets/<UTC time>`); exits 1 if a target was missed in
 any round. The step-up target has its own command: `loadgen step-up --modes ws,sse`.
 With `--floor`, the WebSocket and long-poll latency targets are each followed by
-bench/write_floor.rs at the same load, and its p99 is printed beside theirs.
+bench/write_floor.rs at the same load, and its p99 is printed beside theirs; short
+polling is followed by bench/poll_floor.rs, and its client/server CPU is printed
+beside the loadgen/server CPU.
 """
 
 import argparse
@@ -52,6 +54,9 @@ FLOOR = {
     "long-poll-50": (1000, 50, True),
     "ws-10k-users": (10000, 10, False),
 }
+# With --floor: bench/poll_floor.rs (users, interval in seconds) right after short
+# polling, whose loadgen/server CPU is set beside what a bare client and server spend.
+POLL_FLOOR = {"poll-1s": (1000, 1)}
 
 
 def ms(us):
@@ -138,6 +143,18 @@ def floor_p99(binary, name, out, rnd):
     return json.load(open(path))["reader"]["latency_ms"]["p99"], None
 
 
+def poll_floor_ratio(binary, name, out, rnd):
+    """The bare short-poll pair's client CPU over its server's at `name`'s load, or the
+    reason it has none."""
+    users, interval = POLL_FLOOR[name]
+    path = os.path.join(out, f"round{rnd}-{name}-floor.json")
+    done = subprocess.run(floor_runs.poll_floor_command(binary, users, interval, path),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return None, f"the floor failed: {done.stderr.strip()[-120:]}"
+    return json.load(open(path))["client_over_server"], None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loadgen", default="target/release/loadgen")
@@ -146,7 +163,9 @@ def main():
     ap.add_argument("--no-idle-memory", action="store_true", help="skip bench/idle_memory.py")
     ap.add_argument("--floor", action="store_true",
                     help="after " + ", ".join(FLOOR) + ": a bare writer and reader at the same load "
-                    "(bench/write_floor.rs; build it with `cargo build --release -p loadgen --example write_floor`)")
+                    "(bench/write_floor.rs); after " + ", ".join(POLL_FLOOR) + ": a bare client and "
+                    "server (bench/poll_floor.rs); build both with `cargo build --release -p loadgen "
+                    "--example write_floor --example poll_floor`")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -161,14 +180,17 @@ def main():
     if not os.access(args.loadgen, os.X_OK):
         ap.error(f"{args.loadgen} is not an executable; run `cargo build --release` first")
     floor_bin = os.path.join(os.path.dirname(args.loadgen), "examples", "write_floor")
-    if args.floor and not os.access(floor_bin, os.X_OK):
-        ap.error(f"{floor_bin} is not an executable; run "
-                 "`cargo build --release -p loadgen --example write_floor` first")
+    poll_floor_bin = os.path.join(os.path.dirname(args.loadgen), "examples", "poll_floor")
+    for binary in (floor_bin, poll_floor_bin):
+        if args.floor and not os.access(binary, os.X_OK):
+            ap.error(f"{binary} is not an executable; run `cargo build --release -p loadgen "
+                     "--example write_floor --example poll_floor` first")
     out = args.out or os.path.join("results", "targets", time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime()))
     os.makedirs(out, exist_ok=True)
 
     # rows[target wording] = [(round, value text, met)]; ratios[name] = [ratio]
     rows, ratios, own_ratios, steal, commit = {}, {}, {}, [], None
+    floor_ratios = {}  # name -> [the bare pair's client/server CPU]
     for rnd in range(1, args.rounds + 1):
         same_round = {}
         for name, flags in RUNS:
@@ -191,6 +213,13 @@ def main():
                 p99, why = floor_p99(floor_bin, name, out, rnd)
                 value += f" (bare pair {p99:.1f} ms)" if why is None else f" ({why})"
             rows.setdefault(wording, []).append((rnd, value, met))
+            bare = None
+            if args.floor and name in POLL_FLOOR:
+                bare, why = poll_floor_ratio(poll_floor_bin, name, out, rnd)
+                if bare is not None:
+                    floor_ratios.setdefault(name, []).append(bare)
+                else:
+                    print(f"round {rnd} {name}: {why}", flush=True)
             r = cpu_ratio(run)
             if r is not None:
                 ratios.setdefault(name, []).append(r)
@@ -204,6 +233,7 @@ def main():
             figures = ", ".join(x for x in [
                 f"server {us:.2f} us/delivery" if us is not None else "",
                 f"loadgen/server CPU {r:.2f}" if r is not None else "",
+                f"(bare pair {bare:.2f})" if bare is not None else "",
                 f"(its user space {own:.2f})" if own is not None else "",
                 f"steal {st:.1f}%" if st is not None else "",
             ] if x)
@@ -235,7 +265,9 @@ def main():
         f"steal {min(steal, default=0):.1f}-{max(steal, default=0):.1f}% over the runs. "
         "Every run's JSON is beside this file."
         + (" \"Bare pair\": the p99 of bench/write_floor.rs (a writer and a reader with nothing "
-           "else, one message per socket per write) at the same load, run right after the target."
+           "else, one message per socket per write) at the same load, run right after the target; "
+           "beside short polling's loadgen/server CPU, the client/server CPU of bench/poll_floor.rs "
+           "(a bare client asking at the loadgen's phases and a bare server answering) at its load."
            if args.floor else ""),
         "",
         "| target | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1)) + " | met in |",
@@ -248,7 +280,10 @@ def main():
         missed |= met < len(results)
         lines.append(f"| {wording} | " + " | ".join(cells.get(r, "") for r in range(1, args.rounds + 1))
                      + f" | {met} of {len(results)} |")
-    per_run = ", ".join(f"{n} {min(rs):.2f}-{max(rs):.2f}" for n, rs in ratios.items())
+    def bare(n):
+        rs = floor_ratios.get(n)
+        return f" (bare pair {min(rs):.2f}-{max(rs):.2f})" if rs else ""
+    per_run = ", ".join(f"{n} {min(rs):.2f}-{max(rs):.2f}{bare(n)}" for n, rs in ratios.items())
     n_ratio = sum(len(rs) for rs in ratios.values())
     n_ratio_met = sum(1 for rs in ratios.values() for r in rs if r <= 1.0)
     lines.append(f"| loadgen CPU per delivery <= server's (loadgen/server: {per_run}) | "
