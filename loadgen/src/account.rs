@@ -180,6 +180,10 @@ pub fn rows(
                     .cpu_seconds
                     .filter(|&c| c > 0.0 && tally.received > 0 && part_of.is_none())
                     .map(|c| c * 1e6 / tally.received as f64),
+                busy_share: m
+                    .cpu_seconds
+                    .zip(m.threads)
+                    .and_then(|(c, t)| crate::report::busy_share(c, counted_s, t as usize)),
             }
         });
         RunResult {
@@ -212,6 +216,7 @@ pub fn rows(
                 cpu_seconds: loadgen_cpu.total(),
                 system_cpu_seconds: loadgen_cpu.system,
                 threads: sc.threads,
+                busy_share: crate::report::busy_share(loadgen_cpu.total(), counted_s, sc.threads),
             },
             machine_cpu,
             histograms: crate::report::Histograms {

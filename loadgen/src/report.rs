@@ -154,6 +154,9 @@ pub struct ServerFigures {
     pub threads: Option<u64>,
     pub bytes_sent: Option<f64>,
     pub cpu_ms_per_1k_deliveries: Option<f64>,
+    /// [`busy_share`] of `cpu_seconds` over `threads`: near 1, the server had no idle
+    /// time, and what it answered late is what the run measures.
+    pub busy_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -162,6 +165,33 @@ pub struct LoadgenFigures {
     /// The kernel's part of `cpu_seconds`.
     pub system_cpu_seconds: f64,
     pub threads: usize,
+    /// [`busy_share`] of `cpu_seconds` over `threads`: at [`LOADGEN_BUSY`] or above,
+    /// the loadgen had little idle time, and how late it read is part of the latency.
+    pub busy_share: Option<f64>,
+}
+
+/// The loadgen's busy share from which a run says that the instrument's own speed is
+/// part of its latency: a thread busy 90% of the time has a queue of its own.
+pub const LOADGEN_BUSY: f64 = 0.9;
+
+/// How much of the time `threads` threads had over `seconds` was spent on `cpu`
+/// seconds of CPU: 1 is every thread busy throughout. `None` when either is zero.
+pub fn busy_share(cpu: f64, seconds: f64, threads: usize) -> Option<f64> {
+    (seconds > 0.0 && threads > 0).then(|| cpu / (seconds * threads as f64))
+}
+
+/// A line saying that the loadgen was busy at or above [`LOADGEN_BUSY`] in `row`, or
+/// `None`.
+pub fn loadgen_busy_note(row: &RunResult) -> Option<String> {
+    let share = row.loadgen.busy_share.filter(|&b| b >= LOADGEN_BUSY)?;
+    Some(format!(
+        "{}: the loadgen was busy {:.0}% of its {} worker thread{}' time, so how late it \
+         read is part of this latency; give it more threads or fewer users",
+        row.mode,
+        share * 100.0,
+        row.loadgen.threads,
+        if row.loadgen.threads == 1 { "" } else { "s" },
+    ))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -283,6 +313,9 @@ pub fn table(rows: &[RunResult]) -> String {
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(out, "errors  {}", errors.join("; "));
+    }
+    for note in rows.iter().filter_map(loadgen_busy_note) {
+        let _ = writeln!(out, "note    {note}");
     }
     out
 }

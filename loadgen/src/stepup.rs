@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::error::LoadgenError;
-use crate::report::Document;
+use crate::report::{Document, LOADGEN_BUSY};
 use crate::runner;
 use crate::scenario::Scenario;
 use crate::server::ChildServer;
@@ -259,6 +259,21 @@ pub fn step_up(a: &StepUpArgs) -> Result<PathBuf, LoadgenError> {
     Ok(dir)
 }
 
+/// What is added to a climb stopped by latency when the loadgen was busy at or above
+/// [`LOADGEN_BUSY`] in the step that stopped it: that latency is partly the
+/// instrument's.
+fn busy_at_stop(mode: &str, stop: &Stop, steps: &[Record]) -> String {
+    let last = steps.iter().rev().find(|r| r.mode == mode);
+    match (stop, last.and_then(|r| r.loadgen_busy)) {
+        (Stop::Latency { .. }, Some(b)) if b >= LOADGEN_BUSY => format!(
+            " (the loadgen was busy {:.0}% of its threads' time in that step, so how late \
+             it read is part of that latency)",
+            b * 100.0
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The result as markdown: one line per transport, then every step.
 pub fn markdown(
     summary: &[(String, usize, Stop)],
@@ -277,13 +292,19 @@ pub fn markdown(
         a.steps
     );
     for (mode, best, stop) in summary {
-        let _ = writeln!(s, "| {mode} | {best} | {} |", stop.describe(limit_ms));
+        let _ = writeln!(
+            s,
+            "| {mode} | {best} | {}{} |",
+            stop.describe(limit_ms),
+            busy_at_stop(mode, stop, steps)
+        );
     }
-    s.push_str("\n| transport | clients | p50 ms | p95 ms | p99 ms | received / expected | server CPU s | loadgen CPU s | errors |\n|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("\n| transport | clients | p50 ms | p95 ms | p99 ms | received / expected | server CPU s (busy) | loadgen CPU s (busy) | errors |\n|---|---|---|---|---|---|---|---|---|\n");
+    let busy = |b: Option<f64>| b.map_or(String::new(), |b| format!(" ({:.0}%)", b * 100.0));
     for r in steps {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {} / {} | {} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {} / {} | {}{} | {:.1}{} | {} |",
             r.mode,
             r.users,
             r.p50_ms,
@@ -292,7 +313,9 @@ pub fn markdown(
             r.received,
             r.expected,
             r.server_cpu_s.map_or("-".into(), |c| format!("{c:.1}")),
+            busy(r.server_busy),
             r.loadgen_cpu_s,
+            busy(r.loadgen_busy),
             if r.errors.is_empty() {
                 "none"
             } else {
@@ -341,5 +364,59 @@ mod tests {
                 .describe(500.0)
                 .starts_with("file limit")
         );
+    }
+
+    #[test]
+    fn a_climb_stopped_while_the_loadgen_was_busy_says_so() {
+        let step = |mode: &str, users, loadgen_busy| Record {
+            mode: mode.into(),
+            users,
+            expected: 10,
+            received: 10,
+            p95_ms: 600.0,
+            server_busy: Some(0.97),
+            loadgen_busy,
+            ..Record::default()
+        };
+        let steps = [
+            step("long-poll", 1000, Some(0.2)),
+            step("long-poll", 8000, Some(0.94)),
+            step("ws", 1000, Some(0.2)),
+            step("ws", 8000, Some(0.5)),
+        ];
+        let a = StepUpArgs::parse_from(["step-up"]);
+        let latency = Stop::Latency { p95_ms: 600.0 };
+        let summary = [
+            ("long-poll".to_owned(), 1000, latency.clone()),
+            ("ws".to_owned(), 1000, latency),
+        ];
+        let md = markdown(&summary, &steps, &a, 500.0, None);
+        let line = |mode: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {mode} | 1000 | latency")))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(
+            line("long-poll").contains("the loadgen was busy 94%"),
+            "{md}"
+        );
+        assert!(!line("ws").contains("busy"), "{md}");
+        assert!(
+            md.contains(
+                "| long-poll | 8000 | 0.0 | 600.0 | 0.0 | 10 / 10 | - (97%) | 0.0 (94%) | none |"
+            ),
+            "{md}"
+        );
+        // A climb stopped by losses is not put down to the loadgen's speed.
+        let lossy = [(
+            "long-poll".to_owned(),
+            1000,
+            Stop::Incomplete {
+                lost: 1,
+                errors: String::new(),
+            },
+        )];
+        assert!(!markdown(&lossy, &steps, &a, 500.0, None).contains("loadgen was busy"));
     }
 }

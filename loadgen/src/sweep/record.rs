@@ -51,9 +51,13 @@ pub struct Record {
     pub senders: u64,
     /// The share of the machine's CPU time the hypervisor took during the run.
     pub steal_pct: Option<f64>,
+    /// The run's `loadgen.busy_share` and `server.busy_share`: how much of their
+    /// threads' time each spent on CPU.
+    pub loadgen_busy: Option<f64>,
+    pub server_busy: Option<f64>,
 }
 
-const COLUMNS: [&str; 32] = [
+const COLUMNS: [&str; 34] = [
     "mode",
     "users",
     "rate",
@@ -85,12 +89,14 @@ const COLUMNS: [&str; 32] = [
     "room",
     "senders",
     "steal_pct",
+    "loadgen_busy",
+    "server_busy",
     // Derived, for reading the CSV by eye; not read back.
     "requests_per_delivery",
 ];
 
 /// Columns that summaries written before them lack; they read as unknown.
-const LATER_COLUMNS: [&str; 1] = ["steal_pct"];
+const LATER_COLUMNS: [&str; 3] = ["steal_pct", "loadgen_busy", "server_busy"];
 
 /// One transport's rows of a mixed run (`mixed/ws`, ...): they repeat the run's
 /// machine, server and loadgen readings, which belong to the whole room and cannot be
@@ -152,6 +158,8 @@ impl Record {
             room: sc.room.clone(),
             senders: sc.senders as u64,
             steal_pct: row.machine_cpu.steal_pct,
+            loadgen_busy: row.loadgen.busy_share,
+            server_busy: row.server.busy_share,
         }
     }
 
@@ -240,6 +248,8 @@ impl Record {
             self.room.clone(),
             self.senders.to_string(),
             o(self.steal_pct),
+            o(self.loadgen_busy),
+            o(self.server_busy),
             self.requests_per_delivery()
                 .map_or_else(String::new, |v| format!("{v:.4}")),
         ]
@@ -292,6 +302,8 @@ impl Record {
             room: text("room")?.to_owned(),
             senders: u("senders")?,
             steal_pct: o("steal_pct")?,
+            loadgen_busy: o("loadgen_busy")?,
+            server_busy: o("server_busy")?,
         })
     }
 }
@@ -366,6 +378,8 @@ mod tests {
             room: "r".into(),
             senders: 100,
             steal_pct: Some(1.25),
+            loadgen_busy: Some(0.0625),
+            server_busy: Some(0.05),
             ..Record::default()
         }
     }
@@ -396,25 +410,41 @@ mod tests {
         assert_eq!(idle.server_cpu_ms_per_1k(), None);
     }
 
-    #[test]
-    fn a_summary_from_before_the_steal_column_still_reads() {
-        let r = sample();
-        let text = csv(std::slice::from_ref(&r));
+    /// `text` (a CSV of one run) without the columns `names`.
+    fn without(text: &str, names: &[&str]) -> String {
         let (header, line) = text.trim_end().split_once('\n').unwrap();
-        let at = header.split(',').position(|c| c == "steal_pct").unwrap();
-        let drop_at = |l: &str| {
-            let mut cells: Vec<&str> = l.split(',').collect();
-            cells.remove(at);
+        let keep: Vec<bool> = header.split(',').map(|c| !names.contains(&c)).collect();
+        let drop = |l: &str| {
+            let cells: Vec<&str> = l
+                .split(',')
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c)
+                .collect();
             cells.join(",")
         };
-        let old = format!("{}\n{}\n", drop_at(header), drop_at(line));
-        let read = parse_csv(&old).unwrap();
+        format!("{}\n{}\n", drop(header), drop(line))
+    }
+
+    #[test]
+    fn a_summary_from_before_the_later_columns_still_reads() {
+        let r = sample();
+        let text = csv(std::slice::from_ref(&r));
+        // Before the steal column, and before the busy shares.
+        let oldest = without(&text, &["steal_pct", "loadgen_busy", "server_busy"]);
+        let read = parse_csv(&oldest).unwrap();
         assert_eq!(read[0].steal_pct, None);
+        assert_eq!(read[0].loadgen_busy, None);
         assert_eq!(read[0].p99_ms, r.p99_ms);
         assert_eq!(read[0].senders, r.senders);
+        let older = without(&text, &["loadgen_busy", "server_busy"]);
+        let read = parse_csv(&older).unwrap();
+        assert_eq!(read[0].steal_pct, r.steal_pct);
+        assert_eq!((read[0].loadgen_busy, read[0].server_busy), (None, None));
         // Any other difference in the header is still refused.
-        let swapped = old.replacen("mode,users", "users,mode", 1);
+        let swapped = oldest.replacen("mode,users", "users,mode", 1);
         assert!(parse_csv(&swapped).is_err());
+        assert!(parse_csv(&without(&text, &["senders"])).is_err());
     }
 
     #[test]

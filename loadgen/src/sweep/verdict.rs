@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use super::points::{Figure, PointRuns, Spread};
 use super::record::{Record, is_mixed_part};
+use crate::report::LOADGEN_BUSY;
 
 /// How people call a mode.
 pub fn title(mode: &str) -> String {
@@ -97,6 +98,54 @@ pub fn steal_sentence(all: &[PointRuns]) -> String {
          at most {most:.1}% ({} with {} users at {} msg/s, repeat {}); {noted}.",
         p.mode, p.users, p.rate, worst.repeat,
     )
+}
+
+/// A sentence on how busy the loadgen was: the points where it was busy at or above
+/// [`LOADGEN_BUSY`] in some run (their latency is partly the instrument's), or the
+/// busiest run when none was. `None` for runs recorded before the busy share was.
+pub fn busy_sentence(points: &[PointRuns]) -> Option<String> {
+    let busiest = |p: &PointRuns| {
+        p.runs
+            .iter()
+            .filter_map(|r| r.loadgen_busy)
+            .fold(None, |m: Option<f64>, b| Some(m.map_or(b, |m| m.max(b))))
+    };
+    let known: Vec<(&PointRuns, f64)> = points
+        .iter()
+        .filter(|p| !is_mixed_part(&p.mode))
+        .filter_map(|p| Some((p, busiest(p)?)))
+        .collect();
+    let at = |p: &PointRuns, b: f64| {
+        format!(
+            "{} at {} users, {} msg/s ({:.0}%)",
+            title(&p.mode),
+            thousands(p.users),
+            p.rate,
+            b * 100.0
+        )
+    };
+    let busy: Vec<String> = known
+        .iter()
+        .filter(|(_, b)| *b >= LOADGEN_BUSY)
+        .map(|&(p, b)| at(p, b))
+        .collect();
+    if busy.is_empty() {
+        let &(p, b) = known.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        return Some(format!(
+            "The loadgen was busy at most {:.0}% of its threads' time in any run ({}): no \
+             latency here waited on the instrument.",
+            b * 100.0,
+            at(p, b)
+        ));
+    }
+    Some(format!(
+        "The loadgen was busy {:.0}% or more of its threads' time in some run of {} of {} \
+         points: {}; there, how late it read is part of the latency.",
+        LOADGEN_BUSY * 100.0,
+        busy.len(),
+        known.len(),
+        busy.join(", ")
+    ))
 }
 
 /// The sentences, for the points at `rate` (the main one) and the others.
@@ -284,6 +333,8 @@ pub fn verdict(points: &[PointRuns], rates: &[f64]) -> Vec<String> {
         ));
     }
 
+    out.extend(busy_sentence(points));
+
     // Completeness.
     let bad: Vec<String> = points
         .iter()
@@ -413,6 +464,39 @@ mod tests {
             assert!(said(&v, text), "no {text:?} in {v:?}");
         }
         assert!(!said(&v, "coarse"), "{v:?}");
+    }
+
+    #[test]
+    fn the_busy_sentence_names_the_points_where_the_loadgen_queued() {
+        let run = |mode: &str, users, repeat, loadgen_busy| Record {
+            mode: mode.into(),
+            users,
+            rate: 10.0,
+            repeat,
+            loadgen_busy,
+            ..Record::default()
+        };
+        let calm = [run("ws", 100, 1, Some(0.1)), run("ws", 1000, 1, Some(0.42))];
+        let s = busy_sentence(&group(&calm)).unwrap();
+        assert!(
+            s.contains("at most 42%") && s.contains("WebSocket at 1,000 users, 10 msg/s"),
+            "{s}"
+        );
+        let queued = [
+            run("ws", 1000, 1, Some(0.42)),
+            run("long-poll", 10000, 1, Some(0.5)),
+            run("long-poll", 10000, 2, Some(0.96)),
+        ];
+        let s = busy_sentence(&group(&queued)).unwrap();
+        assert!(
+            s.contains(
+                "in some run of 1 of 2 points: long polling at 10,000 users, 10 msg/s (96%)"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("WebSocket"), "{s}");
+        // Runs recorded before the busy share: nothing is said.
+        assert_eq!(busy_sentence(&group(&[run("ws", 100, 1, None)])), None);
     }
 
     #[test]

@@ -92,6 +92,22 @@ fn sse_delivers_every_counted_message_once() {
 }
 
 #[test]
+fn a_run_says_how_busy_the_loadgen_was_and_warns_when_it_queued() {
+    let mut r = one("ws", 10);
+    let share = r.loadgen.busy_share.expect("measured");
+    let want = r.loadgen.cpu_seconds / (r.counted_s * r.loadgen.threads as f64);
+    assert!((share - want).abs() < 1e-9, "{share} against {want}");
+    assert!(share > 0.0 && share < 1.5, "{share}");
+    let note = "note    ws: the loadgen was busy 95% of its";
+    r.loadgen.busy_share = Some(0.95);
+    let table = loadgen::report::table(std::slice::from_ref(&r));
+    assert!(table.contains(note), "{table}");
+    r.loadgen.busy_share = Some(0.5);
+    let table = loadgen::report::table(std::slice::from_ref(&r));
+    assert!(!table.contains("note"), "{table}");
+}
+
+#[test]
 fn ws_delivers_every_counted_message_once() {
     let r = one("ws", 10);
     assert_eq!(r.requests.total, 0);
