@@ -265,7 +265,61 @@ pub fn handshake_headers(request: reqwest::RequestBuilder, key: &str) -> reqwest
 /// A connection to the server whose receive buffer is `bytes`: a reader with a small
 /// window, which a server's writes fill quickly.
 pub async fn with_receive_buffer_tcp(server: &TestServer, bytes: u32) -> tokio::net::TcpStream {
+    receive_buffer_tcp(server.addr, bytes).await
+}
+
+/// A TCP connection to `addr` whose socket receive buffer is `bytes`.
+pub async fn receive_buffer_tcp(addr: SocketAddr, bytes: u32) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(bytes).unwrap();
-    socket.connect(server.addr).await.unwrap()
+    socket.connect(addr).await.unwrap()
+}
+
+/// The `lab` binary in a process of its own, on an ephemeral port: what a test reads of
+/// its memory is the server's alone, not that of the tests running beside it in this
+/// process. Killed when dropped.
+pub struct ChildLab {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildLab {
+    pub fn start() -> ChildLab {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(["--addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("a log line").unwrap();
+            if let Some(at) = line.find("http://") {
+                let url = line[at + "http://".len()..].trim().trim_end_matches('/');
+                break url.parse().unwrap();
+            }
+        };
+        ChildLab { child, addr }
+    }
+
+    /// The server process's resident memory, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+}
+
+impl Drop for ChildLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -473,23 +473,16 @@ async fn with_receive_buffer(server: &TestServer, path: &str, bytes: u32) -> Raw
     ws
 }
 
-/// The resident memory of this process, in bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 #[tokio::test]
 async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
-    let server = TestServer::start().await;
-    let (mut tx, _never_read) = never_reading(&server, "/rooms/r/ws").await;
-    let before = rss_bytes();
+    let lab = ChildLab::start();
+    let stream = receive_buffer_tcp(lab.addr, 4096).await;
+    let url = format!("ws://{}/rooms/r/ws", lab.addr);
+    let (ws, _) = tokio_tungstenite::client_async(url.clone(), stream)
+        .await
+        .unwrap();
+    let (mut tx, _never_read) = ws.split();
+    let before = lab.rss_bytes();
     // 400,000 pings of 125 bytes: 50 MB of pongs owed to a peer that reads none.
     let payload = bytes::Bytes::from(vec![b'p'; 125]);
     let flood = async {
@@ -504,17 +497,23 @@ async fn a_peer_that_pings_without_reading_costs_the_server_bounded_memory() {
     let _ = tokio::time::timeout(Duration::from_secs(20), flood).await;
     // Let the server read what is on the way.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = lab.rss_bytes().saturating_sub(before);
     assert!(
         grown < 20 << 20,
         "the server's memory grew by {} MiB",
         grown >> 20
     );
     // Others are served.
-    let mut reader = server.ws("/rooms/r/ws").await;
-    let id = server.post("r", "u", "still here").await;
+    let (mut reader, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let posted = reqwest::Client::new()
+        .post(format!("http://{}/rooms/r/messages", lab.addr))
+        .json(&serde_json::json!({"user": "u", "text": "still here", "client_ts": now_micros()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let id = posted.json::<serde_json::Value>().await.unwrap()["id"].clone();
     assert_eq!(ws_next(&mut reader).await["id"], id);
-    server.stop().await;
 }
 
 /// A WebSocket handshake for `path`, as bytes to write on a bare connection.
