@@ -68,12 +68,81 @@ pub(crate) enum Chunk {
 }
 
 /// An answer's head, as far as a user needs it.
-struct Head {
-    status: u16,
-    framing: Framing,
+pub(crate) struct Head {
+    pub status: u16,
+    pub framing: Framing,
     event_stream: bool,
     /// `Sec-WebSocket-Accept`, on an upgrade's answer.
     accept: Option<String>,
+    /// Whether the server lets another request follow on the connection.
+    pub reusable: bool,
+}
+
+/// The head of the answer at the start of `buf` and its length, passing over the 1xx
+/// answers (but 101) before it; `None` until it is whole.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ClientError> {
+    let mut at = 0;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let parsed = resp
+            .parse(&buf[at..])
+            .map_err(|e| bad(&format!("answer head: {e}")))?;
+        let httparse::Status::Complete(len) = parsed else {
+            return Ok(None);
+        };
+        at += len;
+        let status = resp.code.unwrap_or(0);
+        let version = resp.version.unwrap_or(1);
+        let (mut length, mut chunked, mut close, mut event_stream) = (None, false, false, false);
+        let mut accept = None;
+        for h in resp.headers.iter() {
+            let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| bad("bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("two content-lengths"));
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close |= value
+                    .split(',')
+                    .any(|v| v.trim().eq_ignore_ascii_case("close"));
+            } else if h.name.eq_ignore_ascii_case("content-type") {
+                event_stream = value.starts_with("text/event-stream");
+            } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
+                accept = Some(value.to_owned());
+            }
+        }
+        // 1xx answers other than 101 precede the real one.
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        let framing = if status == 101 || status == 204 || status == 304 {
+            Framing::Done
+        } else if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::Close
+        };
+        let head = Head {
+            status,
+            framing,
+            event_stream,
+            accept,
+            reusable: !(close || version == 0 || framing == Framing::Close),
+        };
+        return Ok(Some((head, at)));
+    }
 }
 
 fn io_err(e: io::Error) -> ClientError {
@@ -125,6 +194,12 @@ impl Conn {
 
     /// Sends `GET path` with `extra` header lines and reads the answer's head.
     async fn request(&mut self, path: &str, extra: &str) -> Result<Head, ClientError> {
+        self.send(path, extra).await?;
+        self.read_head().await
+    }
+
+    /// Writes `GET path` with `extra` header lines.
+    async fn send(&mut self, path: &str, extra: &str) -> Result<(), ClientError> {
         if !self.reusable {
             return Err(ClientError::Closed);
         }
@@ -140,14 +215,13 @@ impl Conn {
         ] {
             self.req.extend_from_slice(part.as_bytes());
         }
-        self.stream.write_all(&self.req).await.map_err(io_err)?;
+        self.stream.write_all(&self.req).await.map_err(io_err)
+    }
+
+    /// Reads the head of the answer to the request sent last.
+    async fn read_head(&mut self) -> Result<Head, ClientError> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            let parsed = resp
-                .parse(&self.buf[self.start..])
-                .map_err(|e| bad(&format!("answer head: {e}")))?;
-            let httparse::Status::Complete(len) = parsed else {
+            let Some((head, len)) = parse_head(&self.buf[self.start..])? else {
                 if self.buf.len() - self.start >= 64 * 1024 {
                     return Err(bad("answer head too long"));
                 }
@@ -156,59 +230,11 @@ impl Conn {
                 }
                 continue;
             };
-            let status = resp.code.unwrap_or(0);
-            let version = resp.version.unwrap_or(1);
-            let (mut length, mut chunked, mut close, mut event_stream) =
-                (None, false, false, false);
-            let mut accept = None;
-            for h in resp.headers.iter() {
-                let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    let n = value
-                        .parse::<u64>()
-                        .map_err(|_| bad("bad content-length"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(bad("two content-lengths"));
-                    }
-                    length = Some(n);
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value
-                        .rsplit(',')
-                        .next()
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-                } else if h.name.eq_ignore_ascii_case("connection") {
-                    close |= value
-                        .split(',')
-                        .any(|v| v.trim().eq_ignore_ascii_case("close"));
-                } else if h.name.eq_ignore_ascii_case("content-type") {
-                    event_stream = value.starts_with("text/event-stream");
-                } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
-                    accept = Some(value.to_owned());
-                }
-            }
             self.start += len;
-            // 1xx answers other than 101 precede the real one.
-            if (100..200).contains(&status) && status != 101 {
-                continue;
-            }
-            let framing = if status == 101 || status == 204 || status == 304 {
-                Framing::Done
-            } else if chunked {
-                Framing::Chunked(Chunk::Size)
-            } else if let Some(n) = length {
-                Framing::Length(n)
-            } else {
-                Framing::Close
-            };
-            if close || version == 0 || framing == Framing::Close {
+            if !head.reusable {
                 self.reusable = false;
             }
-            return Ok(Head {
-                status,
-                framing,
-                event_stream,
-                accept,
-            });
+            return Ok(head);
         }
     }
 
@@ -223,7 +249,20 @@ impl Conn {
 
     /// `GET path`, expecting `200`; the whole body, until the next request.
     pub async fn get_body(&mut self, path: &str) -> Result<&[u8], ClientError> {
-        let head = self.request(path, "").await?;
+        self.send_get(path).await?;
+        self.read_body(path).await
+    }
+
+    /// Writes `GET path`; its answer is read with [`Conn::read_body`], or by the
+    /// worker's pump once the socket is handed over.
+    pub async fn send_get(&mut self, path: &str) -> Result<(), ClientError> {
+        self.send(path, "").await
+    }
+
+    /// Reads the answer to `GET path` (sent with [`Conn::send_get`]), expecting `200`;
+    /// the whole body, until the next request.
+    pub async fn read_body(&mut self, path: &str) -> Result<&[u8], ClientError> {
+        let head = self.read_head().await?;
         expect(&head, 200, path).inspect_err(|_| self.reusable = false)?;
         let mut body = std::mem::take(&mut self.body);
         body.clear();
@@ -290,6 +329,11 @@ impl Conn {
     }
 
     /// The bytes read and not used yet.
+    /// The `host` header's value.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
     pub(crate) fn unread(&self) -> &[u8] {
         &self.buf[self.start..]
     }

@@ -1,4 +1,5 @@
-//! One read loop per worker over all of its users' streams (WebSocket and SSE).
+//! One read loop per worker over all of its users' streams (WebSocket and SSE) and
+//! long polls.
 //!
 //! With a task per user, each message a user receives costs a wake-up: tokio's
 //! readiness for the socket, the `LocalSet` scheduling the user's task, the task's
@@ -11,7 +12,9 @@
 //! Both streams are read the same way, so that the instrument favours neither when
 //! they are compared. The user's task is woken only when its stream ends or when
 //! it has every id it is owed, and keeps everything else: subscribing, reconnecting,
-//! leaving, the drain, and when to stop.
+//! leaving, the drain, and when to stop. A long poll paid that machinery on every
+//! answer too: here its task writes the first poll and hands the socket over, and the
+//! pump reads each answer, accounts it and writes the next poll ([`Polls`]).
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -36,9 +39,16 @@ const BUF: usize = 4096;
 /// Ready sockets taken per `epoll_wait`.
 const EVENTS: usize = 256;
 
-/// Accounts for what a pumped socket received; answers whether the user now has every
-/// id it is owed (then its task is woken to stop).
-pub type Feed = Rc<dyn Fn(Received<'_>) -> bool>;
+/// Accounts for what a pumped socket received, as the user's task would.
+pub type Feed = Rc<dyn Fn(Received<'_>) -> Fed>;
+
+/// What accounting a pumped socket's message tells the pump.
+pub struct Fed {
+    /// The user now has every id it is owed: its task is woken to stop.
+    pub owed_all: bool,
+    /// The `after` of the user's next poll.
+    pub cursor: u64,
+}
 
 /// How a pumped socket's bytes become messages: the reader of its transport, with
 /// the state the user's task left it in.
@@ -47,6 +57,45 @@ pub(crate) enum Decoder {
     Ws(Frames),
     /// An SSE response's body (its HTTP framing, then its events).
     Sse { framing: Framing, parser: Parser },
+    /// Long polls: each answer read whole, accounted, and the next poll written.
+    Polls(Polls),
+}
+
+/// A long-polling socket in the pump: the request around its `after` value, and where
+/// the answer being read is.
+pub(crate) struct Polls {
+    /// The request up to its `after` value, and from the end of that value.
+    before: Vec<u8>,
+    after: Vec<u8>,
+    /// The path without its query, for errors.
+    path: String,
+    /// `None`: an answer's head is next; else how the rest of its body ends.
+    framing: Option<Framing>,
+    /// Whether the server lets another request follow the answer being read.
+    reusable: bool,
+    body: Vec<u8>,
+}
+
+impl Polls {
+    /// Polls of `GET {path}{after}` to `host`, one of which has been written and not yet
+    /// answered.
+    pub(crate) fn new(path: &str, host: &str) -> Polls {
+        Polls {
+            before: format!("GET {path}").into_bytes(),
+            after: format!(" HTTP/1.1\r\nhost: {host}\r\n\r\n").into_bytes(),
+            path: path.split('?').next().unwrap_or(path).to_owned(),
+            framing: None,
+            reusable: true,
+            body: Vec::new(),
+        }
+    }
+
+    /// Appends the poll for the messages after `cursor` to `out`.
+    fn request(&self, cursor: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.before);
+        let _ = write!(out, "{cursor}");
+        out.extend_from_slice(&self.after);
+    }
 }
 
 impl Decoder {
@@ -55,6 +104,7 @@ impl Decoder {
         match self {
             Decoder::Ws(_) => ClientError::Ws(e.to_string()),
             Decoder::Sse { .. } => ClientError::Sse(e.to_string()),
+            Decoder::Polls(_) => ClientError::Io(e),
         }
     }
 
@@ -62,7 +112,7 @@ impl Decoder {
     fn eof(&self) -> ClientError {
         match self {
             Decoder::Ws(_) => violation("connection reset without closing handshake"),
-            Decoder::Sse { .. } => ClientError::Closed,
+            Decoder::Sse { .. } | Decoder::Polls(_) => ClientError::Closed,
         }
     }
 }
@@ -378,7 +428,7 @@ impl Slot {
             }
             let room = self.buf.len() - self.filled;
             let n = match (&self.stream).read(&mut self.buf[self.filled..]) {
-                Ok(0) => return Err(self.decoder.eof()),
+                Ok(0) => return self.end_of_stream(),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -395,12 +445,79 @@ impl Slot {
         }
     }
 
+    /// The connection has ended: an answer whose body runs to the end of the
+    /// connection is whole now and accounted; the end is then an error as any other,
+    /// unless the user has every id it is owed.
+    fn end_of_stream(&mut self) -> Result<bool, ClientError> {
+        if let Decoder::Polls(p) = &mut self.decoder
+            && p.framing == Some(Framing::Close)
+        {
+            p.framing = Some(Framing::Done);
+            if self.polls()? {
+                return Ok(true);
+            }
+        }
+        Err(self.decoder.eof())
+    }
+
     /// Takes whole messages out of the buffer until none is left or the user has
     /// every id it is owed (`true`: nothing after that is accounted).
     fn messages(&mut self) -> Result<bool, ClientError> {
         match self.decoder {
             Decoder::Ws(_) => self.frames(),
             Decoder::Sse { .. } => self.events(),
+            Decoder::Polls(_) => self.polls(),
+        }
+    }
+
+    /// [`Slot::messages`] for long polls: each whole answer is accounted as the user's
+    /// task accounts one, and the next poll, for the messages after the cursor that
+    /// leaves, is written at once. An answer that is not `200` ends the socket, as
+    /// one read in the task does.
+    fn polls(&mut self) -> Result<bool, ClientError> {
+        loop {
+            let Decoder::Polls(p) = &mut self.decoder else {
+                unreachable!("a long-polling slot");
+            };
+            let buf = &self.buf[..self.filled];
+            let framing = match p.framing {
+                Some(f) => f,
+                None => {
+                    let Some((head, len)) = crate::h1::parse_head(&buf[self.start..])? else {
+                        if self.filled - self.start >= 64 * 1024 {
+                            return Err(ClientError::Protocol("answer head too long".into()));
+                        }
+                        return Ok(false);
+                    };
+                    self.start += len;
+                    if head.status != 200 {
+                        return Err(ClientError::status(head.status, &p.path));
+                    }
+                    p.reusable = head.reusable;
+                    p.body.clear();
+                    head.framing
+                }
+            };
+            let body = &mut p.body;
+            let framing = crate::h1::decode(buf, &mut self.start, framing, &mut |b| {
+                body.extend_from_slice(b)
+            })?;
+            if framing != Framing::Done {
+                p.framing = Some(framing);
+                return Ok(false);
+            }
+            p.framing = None;
+            self.link.fed.set(true);
+            let fed = (self.feed)(Received::Page(&p.body));
+            if fed.owed_all {
+                self.done = true;
+                return Ok(true);
+            }
+            if !p.reusable {
+                return Err(ClientError::Closed);
+            }
+            p.request(fed.cursor, &mut self.unsent);
+            self.flush()?;
         }
     }
 
@@ -420,7 +537,7 @@ impl Slot {
             self.link.fed.set(true);
             let json = parser.data();
             let wire = parser.event_bytes();
-            if (self.feed)(Received::Message { json, wire }) {
+            if (self.feed)(Received::Message { json, wire }).owed_all {
                 self.done = true;
                 return Ok(true);
             }
@@ -452,12 +569,12 @@ impl Slot {
                 Step::Text { start, wire } => {
                     self.link.fed.set(true);
                     let json = &unread[start..end];
-                    (self.feed)(Received::Message { json, wire })
+                    (self.feed)(Received::Message { json, wire }).owed_all
                 }
                 Step::Assembled { wire } => {
                     self.link.fed.set(true);
                     let json = &frames.message[..];
-                    (self.feed)(Received::Message { json, wire })
+                    (self.feed)(Received::Message { json, wire }).owed_all
                 }
                 Step::Ping { start } => {
                     let frame = pong_frame(&unread[start..end]);
@@ -477,17 +594,18 @@ impl Slot {
         }
     }
 
-    /// Writes what pong bytes the socket takes; the rest waits for the next call.
+    /// Writes what bytes of pongs or polls the socket takes; the rest waits for the
+    /// next call.
     fn flush(&mut self) -> Result<(), ClientError> {
         while !self.unsent.is_empty() {
             match (&self.stream).write(&self.unsent) {
-                Ok(0) => return Err(violation("a pong could not be written")),
+                Ok(0) => return Err(self.decoder.io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.unsent.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ClientError::Ws(e.to_string())),
+                Err(e) => return Err(self.decoder.io(e)),
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 use crate::conn::answered;
 use crate::error::ClientError;
 use crate::h1::Conn;
-use crate::pump::Feed;
+use crate::pump::{Fed, Feed};
 use crate::tracker::Tracker;
 use crate::transport::{Received, Receiver, Sub};
 use crate::wire::{self, Msg};
@@ -181,7 +181,7 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
         phase: phase(sc.seed, plan.index),
         pump: if R::PUMPED {
             ctx.pump()
-                .map(|pump| (pump, pumped_feed(&ctx, &acct, &stop.end)))
+                .map(|pump| (pump, pumped_feed(&ctx, &acct, &stop.end, R::STREAM)))
         } else {
             None
         },
@@ -306,19 +306,24 @@ pub async fn run<R: Receiver>(ctx: Rc<WorkerCtx>, plan: UserPlan) -> UserRecord 
     rec
 }
 
-/// How the worker's pump accounts a (stream) user's messages: as the user's task
-/// would, then whether the user has every id through the end its task has set
-/// (`Stop::end`), so that the task is woken to stop.
+/// How the worker's pump accounts a user's messages: as the user's task would, then
+/// whether the user has every id through the end its task has set (`Stop::end`), so
+/// that the task is woken to stop, and the `after` of its next poll. `stream`: see
+/// [`User::through`].
 fn pumped_feed(
     ctx: &Rc<WorkerCtx>,
     acct: &Rc<RefCell<Account>>,
     end: &Rc<Cell<Option<u64>>>,
+    stream: bool,
 ) -> Feed {
     let (ctx, acct, end) = (ctx.clone(), acct.clone(), end.clone());
     Rc::new(move |received| {
         let mut a = acct.borrow_mut();
         a.feed(&ctx, received);
-        end.get().is_some_and(|end| a.through(true) >= end)
+        Fed {
+            owed_all: end.get().is_some_and(|end| a.through(stream) >= end),
+            cursor: a.cursor,
+        }
     })
 }
 

@@ -48,18 +48,23 @@ pub struct WorkerCtx {
     /// Set when the worker has taken its snapshot of requests and bytes at the
     /// window's start: what is read from then on is in the window's counts.
     pub counting: Cell<bool>,
-    /// The worker's pump for streams, started by the first user that needs it.
+    /// The worker's pump for streams and long polls, started by the first user that
+    /// needs it.
     pump: OnceCell<Option<Rc<Pump>>>,
 }
 
 impl WorkerCtx {
-    /// The worker's pump; `None` if it could not be started, or if
-    /// `LOADGEN_STREAMS_IN_TASK` (or its older name `LOADGEN_WS_IN_TASK`) is set: each
-    /// user then reads its own socket, the way to compare the two.
+    /// The worker's pump; `None` if it could not be started, or if `LOADGEN_IN_TASK`
+    /// (or an older name, `LOADGEN_STREAMS_IN_TASK` or `LOADGEN_WS_IN_TASK`) is set:
+    /// each user then reads its own socket, the way to compare the two.
     pub fn pump(&self) -> Option<Rc<Pump>> {
         self.pump
             .get_or_init(|| {
-                let in_task = ["LOADGEN_STREAMS_IN_TASK", "LOADGEN_WS_IN_TASK"];
+                let in_task = [
+                    "LOADGEN_IN_TASK",
+                    "LOADGEN_STREAMS_IN_TASK",
+                    "LOADGEN_WS_IN_TASK",
+                ];
                 if in_task.iter().any(|v| std::env::var_os(v).is_some()) {
                     return None;
                 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::{Received, Receiver, Sub};
 use crate::error::ClientError;
 use crate::h1::Conn;
-use crate::pump::{Feed, Pump};
+use crate::pump::{Fed, Feed, Pump};
 
 /// A subscription to room `r`, its socket handed to `pump` if there is one.
 pub fn sub(pump: Option<(Rc<Pump>, Feed)>) -> Sub<'static> {
@@ -68,9 +68,12 @@ async fn read_pumped<R: Receiver>(
     };
     let feed: Feed = {
         let see = see.clone();
-        Rc::new(move |r| match r {
-            Received::Message { json, wire } => see(json, wire),
-            _ => false,
+        Rc::new(move |r| Fed {
+            owed_all: match r {
+                Received::Message { json, wire } => see(json, wire),
+                _ => false,
+            },
+            cursor: 0,
         })
     };
     let sub = sub(Some((Pump::start().unwrap(), feed)));
