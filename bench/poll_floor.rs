@@ -23,13 +23,15 @@ use std::time::Duration;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use loadgen::cli::parse_duration;
-use loadgen::cpus;
 use loadgen::machine::{CpuTime, CpuTimes, MachineCpu, cpu_time};
 use serde_json::json;
 
 #[path = "floor_epoll.rs"]
 mod floor_epoll;
+#[path = "floor_process.rs"]
+mod floor_process;
 use floor_epoll::{epoll_of, wait};
+use floor_process::{now_ns, pin};
 
 #[derive(Parser)]
 struct Args {
@@ -68,21 +70,6 @@ struct Args {
     client_of: Option<u16>,
     #[arg(long, hide = true)]
     start_ns: Option<u64>,
-}
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Binds this (single-threaded) process to `cpu`.
-fn pin(cpu: usize) -> Result<(), String> {
-    cpus::set_thread(0, &cpus::set_of(&[cpu])).map_err(|e| format!("binding to core {cpu}: {e}"))
 }
 
 /// Whole milliseconds until `due`, rounded up as tokio's timer rounds: never early.
@@ -132,9 +119,13 @@ impl Marks {
     }
 
     /// CPU, count and waits within the window.
-    fn counted(&self) -> (CpuTime, u64, u64) {
+    fn counted(&self) -> Counted {
         let (a, b) = (self.from.unwrap_or_default(), self.to.unwrap_or_default());
-        (b.0 - a.0, b.1 - a.1, b.2 - a.2)
+        Counted {
+            cpu: b.0 - a.0,
+            requests: b.1 - a.1,
+            waits: b.2 - a.2,
+        }
     }
 
     /// The share of the machine's CPU time the hypervisor took within the window.
@@ -148,6 +139,28 @@ impl Marks {
             (None, _) => Some(w.from),
             (Some(_), None) => Some(w.to),
             _ => None,
+        }
+    }
+}
+
+/// One side's CPU, requests and waits within the window.
+struct Counted {
+    cpu: CpuTime,
+    requests: u64,
+    waits: u64,
+}
+
+impl Counted {
+    /// `seconds` of CPU per request, in microseconds.
+    fn us(&self, seconds: f64) -> f64 {
+        self.per_request(seconds * 1e6)
+    }
+
+    fn per_request(&self, v: f64) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            v / self.requests as f64
         }
     }
 }
@@ -246,26 +259,19 @@ fn answer(args: &Args) -> Result<(), String> {
     let _ = client.wait();
     let asked: serde_json::Value = serde_json::from_str(&line)
         .map_err(|e| format!("the asking side's report {line:?}: {e}"))?;
-    let (cpu, count, waits) = marks.counted();
-    let per = |a: f64| {
-        if count == 0 {
-            0.0
-        } else {
-            a / count as f64 * 1e6
-        }
-    };
+    let c = marks.counted();
     let client_us = asked["us_per_request"].as_f64().unwrap_or(0.0);
     let report = json!({
         "users": args.users,
         "interval_s": args.interval.as_secs_f64(),
         "request_bytes": args.request_bytes,
         "answer_bytes": args.answer_bytes,
-        "requests_per_s": count as f64 / args.duration.as_secs_f64(),
-        "server_us_per_request": per(cpu.total()),
-        "server_sys_us_per_request": per(cpu.system),
-        "server_waits_per_request": if count == 0 { 0.0 } else { waits as f64 / count as f64 },
+        "requests_per_s": c.requests as f64 / args.duration.as_secs_f64(),
+        "server_us_per_request": c.us(c.cpu.total()),
+        "server_sys_us_per_request": c.us(c.cpu.system),
+        "server_waits_per_request": c.per_request(c.waits as f64),
         "answers_not_taken_whole": short_writes,
-        "client_over_server": client_us / per(cpu.total()),
+        "client_over_server": client_us / c.us(c.cpu.total()),
         "steal_pct": marks.steal_pct(),
         "client": asked,
     });
@@ -276,8 +282,8 @@ fn answer(args: &Args) -> Result<(), String> {
         args.users,
         args.interval,
         report["requests_per_s"].as_f64().unwrap_or(0.0),
-        per(cpu.total()),
-        per(cpu.system),
+        c.us(c.cpu.total()),
+        c.us(c.cpu.system),
         report["server_waits_per_request"].as_f64().unwrap_or(0.0),
         client_us,
         asked["sys_us_per_request"].as_f64().unwrap_or(0.0),
@@ -365,21 +371,14 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
         }
     }
     drop(socks);
-    let (cpu, count, waits) = marks.counted();
-    let per = |a: f64| {
-        if count == 0 {
-            0.0
-        } else {
-            a / count as f64 * 1e6
-        }
-    };
+    let c = marks.counted();
     let q = |p: f64| round_trip.value_at_quantile(p) as f64;
     let report = json!({
-        "requests": count,
+        "requests": c.requests,
         "skipped_late": late,
-        "us_per_request": per(cpu.total()),
-        "sys_us_per_request": per(cpu.system),
-        "waits_per_request": if count == 0 { 0.0 } else { waits as f64 / count as f64 },
+        "us_per_request": c.us(c.cpu.total()),
+        "sys_us_per_request": c.us(c.cpu.system),
+        "waits_per_request": c.per_request(c.waits as f64),
         "round_trip_us": {"p50": q(0.5), "p99": q(0.99), "max": round_trip.max() as f64},
     });
     let mut out = std::io::stdout().lock();

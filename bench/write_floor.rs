@@ -32,13 +32,15 @@ use std::time::Duration;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use loadgen::cli::parse_duration;
-use loadgen::cpus;
 use loadgen::machine::{CpuTime, CpuTimes, MachineCpu, cpu_time};
 use serde_json::json;
 
 #[path = "floor_epoll.rs"]
 mod floor_epoll;
+#[path = "floor_process.rs"]
+mod floor_process;
 use floor_epoll::{epoll_of, wait};
+use floor_process::{now_ns, pin};
 
 #[derive(Parser)]
 struct Args {
@@ -98,21 +100,6 @@ const STOP: u8 = 2;
 const REQUEST: usize = 140;
 /// A long poll's answer starts with how many messages it carries (u32).
 const COUNT: usize = 4;
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Binds this (single-threaded) process to `cpu`.
-fn pin(cpu: usize) -> Result<(), String> {
-    cpus::set_thread(0, &cpus::set_of(&[cpu])).map_err(|e| format!("binding to core {cpu}: {e}"))
-}
 
 fn main() {
     let args = Args::parse();
