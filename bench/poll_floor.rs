@@ -13,11 +13,10 @@
 //! The asking side waits with `epoll_wait`, whose timeout has tokio's grain (whole
 //! milliseconds, rounded up), so its wake-ups for due polls are the loadgen's.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
@@ -31,7 +30,7 @@ mod floor_epoll;
 #[path = "floor_process.rs"]
 mod floor_process;
 use floor_epoll::{epoll_of, wait};
-use floor_process::{now_ns, pin};
+use floor_process::{now_ns, pin, report_of, start_other};
 
 #[derive(Parser)]
 struct Args {
@@ -188,18 +187,15 @@ fn answer(args: &Args) -> Result<(), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let start = now_ns() + 500_000_000 + args.users as u64 * 200_000;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut client = Command::new(exe)
-        .args(std::env::args().skip(1))
-        .args([
-            "--client-of",
-            &port.to_string(),
-            "--start-ns",
-            &start.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting the asking side: {e}"))?;
+    let client = start_other(
+        "asking side",
+        &[
+            "--client-of".into(),
+            port.to_string(),
+            "--start-ns".into(),
+            start.to_string(),
+        ],
+    )?;
     let mut socks = Vec::with_capacity(args.users);
     while socks.len() < args.users {
         let (s, _) = listener.accept().map_err(|e| format!("accepting: {e}"))?;
@@ -252,13 +248,7 @@ fn answer(args: &Args) -> Result<(), String> {
         }
     }
 
-    let mut line = String::new();
-    BufReader::new(client.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| format!("the asking side's report: {e}"))?;
-    let _ = client.wait();
-    let asked: serde_json::Value = serde_json::from_str(&line)
-        .map_err(|e| format!("the asking side's report {line:?}: {e}"))?;
+    let asked = report_of(client, "asking side")?;
     let c = marks.counted();
     let client_us = asked["us_per_request"].as_f64().unwrap_or(0.0);
     let report = json!({
@@ -317,6 +307,7 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
     let ep = epoll_of(socks.iter().map(|s| s.0.as_raw_fd()), libc::EPOLLIN)?;
     let request = vec![b'G'; args.request_bytes];
     let step = args.interval.as_nanos() as u64 / args.users as u64;
+    let grain = (args.grain.as_nanos() as u64).max(1);
     let window = Window::of(args, start);
     let end = window.to + 1_000_000;
     let mut marks = Marks::default();
@@ -345,7 +336,6 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
         if now >= end && socks.iter().all(|s| s.1 == 0) {
             break;
         }
-        let grain = (args.grain.as_nanos() as u64).max(1);
         let mut wake = if due < end {
             due.div_ceil(grain) * grain
         } else {

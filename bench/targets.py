@@ -133,14 +133,20 @@ def server_us(run):
     return server * 1e6 / received if server and received else None
 
 
+def run_floor(command, path):
+    """Runs a bare pair whose figures go to `path`: them, or the reason there are none."""
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        return None, f"the floor failed: {done.stderr.strip()[-120:]}"
+    return json.load(open(path)), None
+
+
 def floor_p99(binary, name, out, rnd):
     """The bare pair's p99 (ms) at `name`'s load, or the reason it has none."""
     users, rate, long_poll = FLOOR[name]
     path = os.path.join(out, f"round{rnd}-{name}-floor.json")
-    done = subprocess.run(floor_runs.write_floor_command(binary, users, rate, long_poll, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        return None, f"the floor failed: {done.stderr.strip()[-120:]}"
-    return json.load(open(path))["reader"]["latency_ms"]["p99"], None
+    got, why = run_floor(floor_runs.write_floor_command(binary, users, rate, long_poll, path), path)
+    return (got["reader"]["latency_ms"]["p99"] if got else None), why
 
 
 def poll_floor_ratio(binary, name, out, rnd):
@@ -148,11 +154,8 @@ def poll_floor_ratio(binary, name, out, rnd):
     reason it has none."""
     users, interval = POLL_FLOOR[name]
     path = os.path.join(out, f"round{rnd}-{name}-floor.json")
-    done = subprocess.run(floor_runs.poll_floor_command(binary, users, interval, path),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        return None, f"the floor failed: {done.stderr.strip()[-120:]}"
-    return json.load(open(path))["client_over_server"], None
+    got, why = run_floor(floor_runs.poll_floor_command(binary, users, interval, path), path)
+    return (got["client_over_server"] if got else None), why
 
 
 def main():

@@ -22,11 +22,10 @@
 //! lateness. Passes follow the schedule `--rate` sets; one that runs past the next
 //! one's due time delays it, it does not skip it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
@@ -40,7 +39,7 @@ mod floor_epoll;
 #[path = "floor_process.rs"]
 mod floor_process;
 use floor_epoll::{epoll_of, wait};
-use floor_process::{now_ns, pin};
+use floor_process::{now_ns, pin, report_of, start_other};
 
 #[derive(Parser)]
 struct Args {
@@ -222,14 +221,7 @@ fn write(args: &Args) -> Result<(), String> {
     pin(args.writer_cpu)?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut reader = Command::new(exe)
-        .args(std::env::args().skip(1))
-        .arg("--reader-of")
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting the reader: {e}"))?;
+    let reader = start_other("reader", &["--reader-of".into(), port.to_string()])?;
     let mut socks = Vec::with_capacity(args.users);
     while socks.len() < args.users {
         let (s, _) = listener.accept().map_err(|e| format!("accepting: {e}"))?;
@@ -301,13 +293,7 @@ fn write(args: &Args) -> Result<(), String> {
         }
     }
 
-    let mut line = String::new();
-    BufReader::new(reader.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| format!("the reader's report: {e}"))?;
-    let _ = reader.wait();
-    let read: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| format!("the reader's report {line:?}: {e}"))?;
+    let read = report_of(reader, "reader")?;
 
     let messages = (passes - counted_from) as f64 * args.users as f64;
     let cpu = to.0 - from.0;

@@ -328,12 +328,12 @@ impl Conn {
         Ok(self)
     }
 
-    /// The bytes read and not used yet.
     /// The `host` header's value.
     pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
+    /// The bytes read and not used yet.
     pub(crate) fn unread(&self) -> &[u8] {
         &self.buf[self.start..]
     }

@@ -135,13 +135,22 @@ fn query_decode(raw: &str) -> Result<Cow<'_, str>, ApiError> {
     if !raw.contains(['%', '+']) {
         return Ok(Cow::Borrowed(raw));
     }
-    let spaced = raw.replace('+', " ");
-    match percent_encoding::percent_decode_str(&spaced).decode_utf8() {
-        Ok(decoded) => Ok(Cow::Owned(decoded.into_owned())),
-        Err(_) => Err(ApiError::bad_request(
-            "query string: a percent-escaped value is not UTF-8",
-        )),
-    }
+    let spaced = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    // One allocation at most: the spaced copy, or the decoded one.
+    let decoded = match percent_encoding::percent_decode_str(&spaced).decode_utf8() {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(decoded)) => Some(decoded),
+        Err(_) => {
+            return Err(ApiError::bad_request(
+                "query string: a percent-escaped value is not UTF-8",
+            ));
+        }
+    };
+    Ok(decoded.map_or(spaced, Cow::Owned))
 }
 
 /// A whole number from the query, into its field; a second one for the same field is
@@ -291,6 +300,11 @@ mod tests {
         assert_eq!((p.client.as_deref(), p.after), (Some("+1"), Some(3)));
         let p: Probe = read_query("client=a=b").unwrap();
         assert_eq!(p.client.as_deref(), Some("a=b"));
+        // Spaces alone, and an escape that is no escape (kept as it came).
+        let p: Probe = read_query("client=a+b+c").unwrap();
+        assert_eq!(p.client.as_deref(), Some("a b c"));
+        let p: Probe = read_query("client=100%+x").unwrap();
+        assert_eq!(p.client.as_deref(), Some("100% x"));
         for bad in [
             "client=%ff",
             "after=x",

@@ -1,28 +1,17 @@
 //! The `lab` binary itself: it logs the URL to open and stops cleanly on SIGTERM with
 //! a stream and a socket open.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use crate::common::ChildLab;
+
 #[tokio::test]
 async fn the_binary_logs_its_url_and_stops_on_sigterm_within_5_s() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(["--addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("a log line").unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at..].trim().to_owned();
-        }
-    };
+    let mut lab = ChildLab::start();
+    let url = lab.url.clone();
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
         "{url}"
@@ -44,14 +33,14 @@ async fn the_binary_logs_its_url_and_stops_on_sigterm_within_5_s() {
 
     let started = Instant::now();
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &lab.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     while body.next().await.is_some() {}
     while let Some(Ok(_)) = ws.next().await {}
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = lab.child.try_wait().unwrap() {
             break status;
         }
         assert!(

@@ -117,18 +117,7 @@ impl TestServer {
 
     /// A value from /metrics, for a line that starts with `series`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {series}"))
+        metric_at(&self.http, &self.url("/metrics"), series).await
     }
 
     /// A WebSocket handshake for `path` with `key`, sent as a plain GET: the answer,
@@ -268,6 +257,14 @@ pub async fn with_receive_buffer_tcp(server: &TestServer, bytes: u32) -> tokio::
     receive_buffer_tcp(server.addr, bytes).await
 }
 
+/// A value from the /metrics at `url`, for a line that starts with `series`.
+pub async fn metric_at(http: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {series}"))
+}
+
 /// A TCP connection to `addr` whose socket receive buffer is `bytes`.
 pub async fn receive_buffer_tcp(addr: SocketAddr, bytes: u32) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -279,7 +276,9 @@ pub async fn receive_buffer_tcp(addr: SocketAddr, bytes: u32) -> tokio::net::Tcp
 /// its memory is the server's alone, not that of the tests running beside it in this
 /// process. Killed when dropped.
 pub struct ChildLab {
-    child: std::process::Child,
+    pub child: std::process::Child,
+    /// The URL it logged as the one to open.
+    pub url: String,
     pub addr: SocketAddr,
 }
 
@@ -294,26 +293,27 @@ impl ChildLab {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
+        let url = loop {
             let line = lines.next().expect("a log line").unwrap();
             if let Some(at) = line.find("http://") {
-                let url = line[at + "http://".len()..].trim().trim_end_matches('/');
-                break url.parse().unwrap();
+                break line[at..].trim().to_owned();
             }
         };
-        ChildLab { child, addr }
+        let addr = url["http://".len()..]
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        ChildLab { child, url, addr }
     }
 
-    /// The server process's resident memory, in bytes.
-    pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kib * 1024
+    /// The server's resident memory, in bytes, as its own /metrics gives it.
+    pub async fn rss_bytes(&self) -> f64 {
+        metric_at(
+            &reqwest::Client::new(),
+            &format!("http://{}/metrics", self.addr),
+            "process_resident_memory_bytes",
+        )
+        .await
     }
 }
 

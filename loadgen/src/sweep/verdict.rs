@@ -108,7 +108,7 @@ pub fn busy_sentence(points: &[PointRuns]) -> Option<String> {
         p.runs
             .iter()
             .filter_map(|r| r.loadgen_busy)
-            .fold(None, |m: Option<f64>, b| Some(m.map_or(b, |m| m.max(b))))
+            .max_by(f64::total_cmp)
     };
     let known: Vec<(&PointRuns, f64)> = points
         .iter()
