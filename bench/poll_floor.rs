@@ -12,6 +12,13 @@
 //!
 //! The asking side waits with `epoll_wait`, whose timeout has tokio's grain (whole
 //! milliseconds, rounded up), so its wake-ups for due polls are the loadgen's.
+//!
+//! With `--read-at-tick` the asking side does not wait for answers; it reads each at
+//! its next wake-up for due polls, the answer's time taken from the kernel's receive
+//! stamp. The answering side then never wakes the other core, and the difference in
+//! its CPU per request is what making that wake-up costs here:
+//!
+//!     ./target/release/examples/poll_floor --users 1000 --interval 1s --read-at-tick
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -51,6 +58,12 @@ struct Args {
     /// on the clock (tokio's timer: 1 ms).
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     grain: Duration,
+    /// The asking side does not wait for answers: it reads them when it wakes for due
+    /// polls, each answer's time taken from its socket's kernel receive stamp. The
+    /// answering side then never wakes the asking one, which shows what a wake-up of
+    /// the other core costs the side that makes it.
+    #[arg(long)]
+    read_at_tick: bool,
     /// Polls before the counted window.
     #[arg(long, default_value = "2", value_parser = parse_duration)]
     warmup: Duration,
@@ -256,6 +269,8 @@ fn answer(args: &Args) -> Result<(), String> {
         "interval_s": args.interval.as_secs_f64(),
         "request_bytes": args.request_bytes,
         "answer_bytes": args.answer_bytes,
+        "grain_ms": args.grain.as_secs_f64() * 1e3,
+        "read_at_tick": args.read_at_tick,
         "requests_per_s": c.requests as f64 / args.duration.as_secs_f64(),
         "server_us_per_request": c.us(c.cpu.total()),
         "server_sys_us_per_request": c.us(c.cpu.system),
@@ -304,7 +319,21 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
         // Bytes of the answer still to come, and when its request went.
         socks.push((s, 0usize, 0u64));
     }
-    let ep = epoll_of(socks.iter().map(|s| s.0.as_raw_fd()), libc::EPOLLIN)?;
+    // Read at ticks: no socket in the set, whose waits are then the timer's alone.
+    let ep = epoll_of(
+        socks
+            .iter()
+            .map(|s| s.0.as_raw_fd())
+            .filter(|_| !args.read_at_tick),
+        libc::EPOLLIN,
+    )?;
+    if args.read_at_tick {
+        for s in &socks {
+            stamp_arrivals(&s.0)?;
+        }
+    }
+    // Read at ticks: the sockets whose answer has not all come.
+    let mut owing: Vec<usize> = Vec::new();
     let request = vec![b'G'; args.request_bytes];
     let step = args.interval.as_nanos() as u64 / args.users as u64;
     let grain = (args.grain.as_nanos() as u64).max(1);
@@ -328,6 +357,7 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
                 (&*s).write_all(&request).map_err(|e| e.to_string())?;
                 (*owed, *at) = (args.answer_bytes, now);
                 sent += 1;
+                owing.push((next % args.users as u64) as usize);
             }
             next += 1;
             due = start + next * step;
@@ -346,6 +376,27 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
         }
         let n = wait(&ep, &mut events, ms_until(wake, now))?;
         waits += 1;
+        if args.read_at_tick {
+            let offset = real_ns() as i64 - now_ns() as i64;
+            let mut i = 0;
+            while i < owing.len() {
+                let (s, owed, at) = &mut socks[owing[i]];
+                let (got, stamp) = match recv_stamped(s, &mut inbox) {
+                    Ok((0, _)) => return Err("the server closed a socket".into()),
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (0, 0),
+                    Err(e) => return Err(e.to_string()),
+                };
+                *owed = owed.saturating_sub(got);
+                if got > 0 && *owed == 0 {
+                    let came = (stamp as i64 - offset) as u64;
+                    round_trip.saturating_record((came.saturating_sub(*at) / 1000).max(1));
+                    owing.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         for ev in &events[..n] {
             let (s, owed, at) = &mut socks[ev.u64 as usize];
             let got = match (&*s).read(&mut inbox) {
@@ -373,4 +424,72 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
     });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{report}").map_err(|e| e.to_string())
+}
+
+/// `CLOCK_REALTIME` in nanoseconds: the clock of the kernel's receive stamps.
+fn real_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Has the kernel stamp each segment `s` receives with the time it came
+/// (`SO_TIMESTAMPNS`), for [`recv_stamped`].
+fn stamp_arrivals(s: &TcpStream) -> Result<(), String> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option's value is an int that outlives the call; the fd is open.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "SO_TIMESTAMPNS: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads what `s` holds without waiting, with the kernel's receive stamp of the last
+/// segment read (`CLOCK_REALTIME`, nanoseconds).
+fn recv_stamped(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, u64)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: as above.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = 0;
+    // SAFETY: walking the control messages the kernel wrote into `control`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
 }

@@ -16,9 +16,10 @@ Writes every run's JSON and `summary.md` (the table printed at the end) under
 `--out` (default `results/targets/<UTC time>`); exits 1 if a target was missed in
 any round. The step-up target has its own command: `loadgen step-up --modes ws,sse`.
 With `--floor`, the WebSocket and long-poll latency targets are each followed by
-bench/write_floor.rs at the same load, and its p99 is printed beside theirs; short
-polling is followed by bench/poll_floor.rs, and its client/server CPU is printed
-beside the loadgen/server CPU.
+bench/write_floor.rs at the same load, its p99 printed beside theirs and its
+reader's CPU over its writer's beside the loadgen/server CPU; short polling is
+followed by bench/poll_floor.rs, and its client/server CPU is printed beside the
+loadgen/server CPU.
 """
 
 import argparse
@@ -141,12 +142,17 @@ def run_floor(command, path):
     return json.load(open(path)), None
 
 
-def floor_p99(binary, name, out, rnd):
-    """The bare pair's p99 (ms) at `name`'s load, or the reason it has none."""
+def write_floor_figures(binary, name, out, rnd):
+    """The bare pair's p99 (ms) and its reader's CPU over its writer's at `name`'s load,
+    or the reason it has none."""
     users, rate, long_poll = FLOOR[name]
     path = os.path.join(out, f"round{rnd}-{name}-floor.json")
     got, why = run_floor(floor_runs.write_floor_command(binary, users, rate, long_poll, path), path)
-    return (got["reader"]["latency_ms"]["p99"] if got else None), why
+    if got is None:
+        return None, None, why
+    writer = got["writer_us_per_message"]
+    ratio = got["reader"]["us_per_message"] / writer if writer > 0 else None
+    return got["reader"]["latency_ms"]["p99"], ratio, None
 
 
 def poll_floor_ratio(binary, name, out, rnd):
@@ -193,7 +199,7 @@ def main():
 
     # rows[target wording] = [(round, value text, met)]; ratios[name] = [ratio]
     rows, ratios, own_ratios, steal, commit = {}, {}, {}, [], None
-    floor_ratios = {}  # name -> [the bare pair's client/server CPU]
+    floor_ratios = {}  # name -> [the bare pair's client (reader) CPU over its server's (writer's)]
     for rnd in range(1, args.rounds + 1):
         same_round = {}
         for name, flags in RUNS:
@@ -212,11 +218,13 @@ def main():
             run = doc["runs"][0]
             same_round[name] = run
             wording, value, met = judge(name, run, same_round)
-            if args.floor and name in FLOOR:
-                p99, why = floor_p99(floor_bin, name, out, rnd)
-                value += f" (bare pair {p99:.1f} ms)" if why is None else f" ({why})"
-            rows.setdefault(wording, []).append((rnd, value, met))
             bare = None
+            if args.floor and name in FLOOR:
+                p99, bare, why = write_floor_figures(floor_bin, name, out, rnd)
+                value += f" (bare pair {p99:.1f} ms)" if why is None else f" ({why})"
+                if bare is not None:
+                    floor_ratios.setdefault(name, []).append(bare)
+            rows.setdefault(wording, []).append((rnd, value, met))
             if args.floor and name in POLL_FLOOR:
                 bare, why = poll_floor_ratio(poll_floor_bin, name, out, rnd)
                 if bare is not None:
@@ -268,9 +276,10 @@ def main():
         f"steal {min(steal, default=0):.1f}-{max(steal, default=0):.1f}% over the runs. "
         "Every run's JSON is beside this file."
         + (" \"Bare pair\": the p99 of bench/write_floor.rs (a writer and a reader with nothing "
-           "else, one message per socket per write) at the same load, run right after the target; "
-           "beside short polling's loadgen/server CPU, the client/server CPU of bench/poll_floor.rs "
-           "(a bare client asking at the loadgen's phases and a bare server answering) at its load."
+           "else, one message per socket per write) at the same load, run right after the target, and "
+           "beside the loadgen/server CPU its reader's CPU over its writer's; beside short polling's "
+           "loadgen/server CPU, the client/server CPU of bench/poll_floor.rs (a bare client asking at "
+           "the loadgen's phases and a bare server answering) at its load."
            if args.floor else ""),
         "",
         "| target | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1)) + " | met in |",
