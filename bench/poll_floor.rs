@@ -389,6 +389,9 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
                 };
                 *owed = owed.saturating_sub(got);
                 if got > 0 && *owed == 0 {
+                    if stamp == 0 {
+                        return Err("an answer came without its receive stamp".into());
+                    }
                     let came = (stamp as i64 - offset) as u64;
                     round_trip.saturating_record((came.saturating_sub(*at) / 1000).max(1));
                     owing.swap_remove(i);
