@@ -14,6 +14,10 @@ use loadgen::stepup::{self, StepUpArgs};
 use loadgen::sweep::args::SweepArgs;
 use loadgen::{Target, runner};
 
+/// The lab binary's allocator (see loadgen/Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(SERVE_ARG) {
         return match serve(std::env::args().skip(2)) {
