@@ -37,7 +37,7 @@ mod floor_epoll;
 #[path = "floor_process.rs"]
 mod floor_process;
 use floor_epoll::{epoll_of, wait};
-use floor_process::{now_ns, pin, report_of, start_other};
+use floor_process::{clock_ns, now_ns, pin, report_of, start_other, timespec_ns};
 
 #[derive(Parser)]
 struct Args {
@@ -377,7 +377,8 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
         let n = wait(&ep, &mut events, ms_until(wake, now))?;
         waits += 1;
         if args.read_at_tick {
-            let offset = real_ns() as i64 - now_ns() as i64;
+            // The kernel's receive stamps are on `CLOCK_REALTIME`.
+            let offset = clock_ns(libc::CLOCK_REALTIME) as i64 - now_ns() as i64;
             let mut i = 0;
             while i < owing.len() {
                 let (s, owed, at) = &mut socks[owing[i]];
@@ -429,17 +430,6 @@ fn ask(args: &Args, port: u16) -> Result<(), String> {
     writeln!(out, "{report}").map_err(|e| e.to_string())
 }
 
-/// `CLOCK_REALTIME` in nanoseconds: the clock of the kernel's receive stamps.
-fn real_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Has the kernel stamp each segment `s` receives with the time it came
 /// (`SO_TIMESTAMPNS`), for [`recv_stamped`].
 fn stamp_arrivals(s: &TcpStream) -> Result<(), String> {
@@ -489,7 +479,7 @@ fn recv_stamped(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, u64)> 
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_TIMESTAMPNS {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                stamp = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                stamp = timespec_ns(&ts);
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }

@@ -218,19 +218,20 @@ def main():
             run = doc["runs"][0]
             same_round[name] = run
             wording, value, met = judge(name, run, same_round)
-            bare = None
+            # The bare pair at this target's load: its client (reader) CPU over its
+            # server's (writer's), and for a latency target its p99.
+            bare, why = None, None
             if args.floor and name in FLOOR:
                 p99, bare, why = write_floor_figures(floor_bin, name, out, rnd)
-                value += f" (bare pair {p99:.1f} ms)" if why is None else f" ({why})"
-                if bare is not None:
-                    floor_ratios.setdefault(name, []).append(bare)
-            rows.setdefault(wording, []).append((rnd, value, met))
-            if args.floor and name in POLL_FLOOR:
+                if why is None:
+                    value += f" (bare pair {p99:.1f} ms)"
+            elif args.floor and name in POLL_FLOOR:
                 bare, why = poll_floor_ratio(poll_floor_bin, name, out, rnd)
-                if bare is not None:
-                    floor_ratios.setdefault(name, []).append(bare)
-                else:
-                    print(f"round {rnd} {name}: {why}", flush=True)
+            if why is not None:
+                value += f" ({why})"
+            if bare is not None:
+                floor_ratios.setdefault(name, []).append(bare)
+            rows.setdefault(wording, []).append((rnd, value, met))
             r = cpu_ratio(run)
             if r is not None:
                 ratios.setdefault(name, []).append(r)

@@ -145,6 +145,21 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ClientErro
     }
 }
 
+/// Appends a `GET` request to `out`: its target as `target` writes it, the `host`
+/// line, `extra` header lines (each ending in CRLF) and the blank line.
+pub(crate) fn write_get(
+    out: &mut Vec<u8>,
+    host: &str,
+    extra: &str,
+    target: impl FnOnce(&mut Vec<u8>),
+) {
+    out.extend_from_slice(b"GET ");
+    target(out);
+    for part in [" HTTP/1.1\r\nhost: ", host, "\r\n", extra, "\r\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+}
+
 fn io_err(e: io::Error) -> ClientError {
     ClientError::Io(e)
 }
@@ -204,17 +219,9 @@ impl Conn {
             return Err(ClientError::Closed);
         }
         self.req.clear();
-        for part in [
-            "GET ",
-            path,
-            " HTTP/1.1\r\nhost: ",
-            &self.host,
-            "\r\n",
-            extra,
-            "\r\n",
-        ] {
-            self.req.extend_from_slice(part.as_bytes());
-        }
+        write_get(&mut self.req, &self.host, extra, |out| {
+            out.extend_from_slice(path.as_bytes())
+        });
         self.stream.write_all(&self.req).await.map_err(io_err)
     }
 

@@ -61,14 +61,12 @@ pub(crate) enum Decoder {
     Polls(Polls),
 }
 
-/// A long-polling socket in the pump: the request around its `after` value, and where
-/// the answer being read is.
+/// A long-polling socket in the pump: its polls' path up to the `after` value, and
+/// where the answer being read is.
 pub(crate) struct Polls {
-    /// The request up to its `after` value, and from the end of that value.
-    before: Vec<u8>,
-    after: Vec<u8>,
-    /// The path without its query, for errors.
+    /// Up to `after=`: each poll adds its cursor.
     path: String,
+    host: String,
     /// `None`: an answer's head is next; else how the rest of its body ends.
     framing: Option<Framing>,
     /// Whether the server lets another request follow the answer being read.
@@ -81,9 +79,8 @@ impl Polls {
     /// answered.
     pub(crate) fn new(path: &str, host: &str) -> Polls {
         Polls {
-            before: format!("GET {path}").into_bytes(),
-            after: format!(" HTTP/1.1\r\nhost: {host}\r\n\r\n").into_bytes(),
-            path: path.split('?').next().unwrap_or(path).to_owned(),
+            path: path.to_owned(),
+            host: host.to_owned(),
             framing: None,
             reusable: true,
             body: Vec::new(),
@@ -92,9 +89,10 @@ impl Polls {
 
     /// Appends the poll for the messages after `cursor` to `out`.
     fn request(&self, cursor: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.before);
-        let _ = write!(out, "{cursor}");
-        out.extend_from_slice(&self.after);
+        crate::h1::write_get(out, &self.host, "", |out| {
+            out.extend_from_slice(self.path.as_bytes());
+            let _ = write!(out, "{cursor}");
+        });
     }
 }
 
